@@ -1,0 +1,24 @@
+"""seg_plugins: FCN, U-Net, DeepLabV3 and DeepLabV3+ for detectron2.
+
+Importing this package (1) repairs the detectron2 install where needed (see
+:mod:`seg_plugins.compat`; it must be imported before ``detectron2.modeling``), and
+(2) registers the models, datasets and evaluators into detectron2's registries. Then::
+
+    import seg_plugins
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    seg_plugins.add_seg_plugins_config(cfg)
+    cfg.merge_from_file("configs/shapes/unet_shapes.yaml")
+"""
+from . import compat
+
+compat.apply()
+
+from .config import add_seg_plugins_config  # noqa: E402
+from . import data  # noqa: E402,F401  registers datasets
+from . import modeling  # noqa: E402,F401  registers backbones, heads, meta-architectures
+from . import evaluation  # noqa: E402,F401
+
+__version__ = "0.1.0"
+__all__ = ["add_seg_plugins_config", "compat", "__version__"]

@@ -1,0 +1,279 @@
+"""Makes the detectron2 v0.6 sources run on today's stack (torch 2.x, numpy 2, Pillow >= 10,
+setuptools >= 81, Python 3.11), and on installs that lack the compiled ``detectron2._C``.
+
+Why this exists: the only detectron2 installable here is the v0.6 source release, built
+without its C++ extension (see README "Installation" and DESIGN.md). Each repair below
+
+- detects its own breakage and applies only then (on a complete, current detectron2 every
+  detector is False and nothing is touched),
+- is idempotent,
+- touches the smallest thing that fixes it (one module attribute, rarely one alias),
+- is listed by :func:`applied_repairs` and tested in tests/compat/.
+
+:func:`apply` runs on ``import seg_plugins``; it must run before anything imports
+``detectron2.modeling``, ``detectron2.data`` or ``detectron2.evaluation`` (import
+``seg_plugins`` first). Module-level repairs use post-import hooks, so importing this
+package stays cheap and does not import those modules itself.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+import sys
+import threading
+import types
+from typing import Callable, Dict, List
+
+from ._import_hooks import before_import, when_imported
+
+__all__ = ["apply", "applied_repairs", "has_compiled_ops"]
+
+logger = logging.getLogger(__name__)
+
+_APPLIED: Dict[str, str] = {}  # repair name -> what it did
+_LOCK = threading.Lock()
+_DONE = False
+
+
+def _record(name: str, what: str) -> None:
+    _APPLIED[name] = what
+    logger.debug("compat repair %s: %s", name, what)
+
+
+def applied_repairs() -> Dict[str, str]:
+    """Repairs applied so far in this process: ``{name: description}``."""
+    return dict(_APPLIED)
+
+
+def has_compiled_ops() -> bool:
+    """True when detectron2's compiled ``_C`` extension is the real one."""
+    mod = sys.modules.get("detectron2._C")
+    if mod is not None:
+        return not getattr(mod, "IS_FALLBACK", False)
+    return importlib.util.find_spec("detectron2._C") is not None
+
+
+# --------------------------------------------------------------------------- _C extension
+def _repair_missing_extension() -> None:
+    """No ``detectron2._C``: install a stand-in and route the ops to torchvision / PyTorch."""
+    if has_compiled_ops():
+        return
+    import detectron2
+
+    from . import _C_fallback, ops
+
+    module = sys.modules.get("detectron2._C") or _C_fallback.make_module()
+    sys.modules["detectron2._C"] = module
+    detectron2._C = module
+    _record("missing_C", "detectron2._C replaced by seg_plugins.compat._C_fallback")
+
+    def deform(mod):
+        mod.deform_conv = ops.deform_conv
+        mod.modulated_deform_conv = ops.modulated_deform_conv
+        _record("deform_conv", "DeformConv/ModulatedDeformConv -> torchvision.ops.deform_conv2d")
+
+    def nms(mod):
+        mod.nms_rotated = ops.nms_rotated
+        _record("nms_rotated", "nms_rotated -> pure-PyTorch greedy NMS")
+
+    def roi_align_rotated(mod):
+        mod.roi_align_rotated = ops.roi_align_rotated
+        _record("roi_align_rotated", "ROIAlignRotated -> pure-PyTorch bilinear sampling")
+
+    def coco_eval(mod):
+        from pycocotools.cocoeval import COCOeval
+
+        # COCOeval_opt is detectron2's C++ re-implementation of pycocotools; the official
+        # pycocotools COCOeval computes the same AP (slower), so COCOEvaluator uses it.
+        mod.COCOeval_opt = COCOeval
+        _record("coco_eval", "COCOEvaluator fast (C++) path -> official pycocotools COCOeval")
+
+    when_imported("detectron2.layers.deform_conv", deform)
+    when_imported("detectron2.layers.nms", nms)
+    when_imported("detectron2.layers.roi_align_rotated", roi_align_rotated)
+    when_imported("detectron2.evaluation.coco_evaluation", coco_eval)
+
+
+# --------------------------------------------------------------------------- Pillow >= 10
+def _repair_pillow_linear() -> None:
+    """Pillow 10 removed ``Image.LINEAR`` (an alias of BILINEAR); detectron2 v0.6 uses it
+    as a default argument in data/transforms/transform.py, so the module fails at import.
+    Restoring the alias is the only repair that acts before that module's body runs."""
+    from PIL import Image
+
+    if not hasattr(Image, "LINEAR"):
+        Image.LINEAR = Image.BILINEAR
+        _record("pillow_linear", "PIL.Image.LINEAR = PIL.Image.BILINEAR (removed in Pillow 10)")
+
+
+# --------------------------------------------------------------------------- numpy >= 1.24 / 2
+_NUMPY_ALIASES = {"float": float, "int": int, "bool": bool, "object": object, "str": str}
+_LEGACY_NP_RE = re.compile(r"\bnp\.(float|int|bool|object|str)\b(?![\d_])|np\.array\([^)]*copy=False")
+# Modules of detectron2 v0.6 known to use removed numpy aliases or np.array(copy=False);
+# each is checked (by its source) before it is touched.
+_NUMPY_MODULES = (
+    "detectron2.data.build",
+    "detectron2.data.datasets.pascal_voc",
+    "detectron2.evaluation.pascal_voc_evaluation",
+    "detectron2.evaluation.sem_seg_evaluation",
+    "detectron2.layers.mask_ops",
+    "detectron2.structures.masks",
+    "detectron2.utils.visualizer",
+    "detectron2.utils.video_visualizer",
+)
+
+
+class _LegacyNumpy(types.ModuleType):
+    """numpy, plus the aliases numpy 1.24 removed and numpy-1 semantics of
+    ``np.array(..., copy=False)`` (numpy 2 raises if a copy is needed). Given only to the
+    detectron2 modules whose source needs it, never installed globally."""
+
+    def __init__(self, np_module):
+        super().__init__("numpy")
+        self._np = np_module
+
+    def __getattr__(self, name):
+        if name in _NUMPY_ALIASES:
+            return _NUMPY_ALIASES[name]
+        return getattr(self._np, name)
+
+    def array(self, obj, *args, copy=True, **kwargs):
+        if copy is False:
+            return self._np.asarray(obj, *args, **kwargs)
+        return self._np.array(obj, *args, copy=copy, **kwargs)
+
+
+def _module_needs_legacy_numpy(module) -> bool:
+    import inspect
+
+    try:
+        source = inspect.getsource(module)
+    except (OSError, TypeError):
+        return False
+    return bool(_LEGACY_NP_RE.search(source))
+
+
+def _repair_numpy_aliases() -> None:
+    import numpy as np
+
+    if all(hasattr(np, a) for a in _NUMPY_ALIASES) and np.lib.NumpyVersion(np.__version__) < "2.0.0":
+        return  # numpy < 1.24: the aliases exist and copy=False still means "if possible"
+    legacy = _LegacyNumpy(np)
+
+    def give_legacy_numpy(mod):
+        if getattr(mod, "np", None) is np and _module_needs_legacy_numpy(mod):
+            mod.np = legacy
+            _record(f"numpy:{mod.__name__}", "np.float/np.int/... and np.array(copy=False)")
+
+    for name in _NUMPY_MODULES:
+        when_imported(name, give_legacy_numpy)
+
+
+# --------------------------------------------------------------------------- setuptools >= 81
+def _repair_pkg_resources() -> None:
+    """detectron2.model_zoo imports ``pkg_resources`` (gone from setuptools >= 81) for one
+    call, ``resource_filename``. A stand-in is visible only while that module executes and
+    stays as its ``pkg_resources`` attribute; nobody else sees a fake pkg_resources."""
+    if importlib.util.find_spec("pkg_resources") is not None:
+        return
+
+    def resource_filename(package: str, resource: str) -> str:
+        import os
+
+        spec = importlib.util.find_spec(package)
+        return os.path.join(os.path.dirname(spec.origin), resource)
+
+    shim = types.ModuleType("pkg_resources")
+    shim.resource_filename = resource_filename
+    shim.__doc__ = "seg_plugins.compat stand-in: resource_filename only"
+
+    def put(_mod):
+        sys.modules.setdefault("pkg_resources", shim)
+
+    def undo(_mod):
+        if sys.modules.get("pkg_resources") is shim:
+            del sys.modules["pkg_resources"]
+        _record("pkg_resources", "model_zoo.pkg_resources -> resource_filename stand-in")
+
+    put.undo = undo
+    before_import("detectron2.model_zoo.model_zoo", put)
+
+
+# --------------------------------------------------------------------------- Python 3.11
+def _repair_importlib_abc() -> None:
+    """detectron2/projects/__init__.py uses ``importlib.abc`` after a bare ``import
+    importlib``; since Python 3.11 that submodule is no longer imported as a side effect."""
+    import importlib
+
+    if "importlib.abc" not in sys.modules:
+        import importlib.abc  # noqa: F401
+
+        _record("importlib_abc", "import importlib.abc for detectron2.projects")
+
+
+# --------------------------------------------------------------------------- torch >= 2.0
+def _repair_lr_scheduler_hook() -> None:
+    """v0.6's ``hooks.LRScheduler`` saves/loads the scheduler only if it subclasses the
+    private ``_LRScheduler``; torch 2 schedulers subclass ``LRScheduler``, so a resumed run
+    would silently restart their schedule. Widen the check to the public base class."""
+    import torch
+
+    public = getattr(torch.optim.lr_scheduler, "LRScheduler", None)
+    private = getattr(torch.optim.lr_scheduler, "_LRScheduler", None)
+    if public is None or private is None or public is private:
+        return
+
+    def widen(mod):
+        cls = mod.LRScheduler
+        import inspect
+
+        try:
+            src = inspect.getsource(cls.state_dict)
+        except (OSError, TypeError):
+            return
+        if "_LRScheduler" not in src:
+            return
+
+        def state_dict(self):
+            if isinstance(self.scheduler, public):
+                return self.scheduler.state_dict()
+            return {}
+
+        def load_state_dict(self, state_dict):
+            if isinstance(self.scheduler, public):
+                logging.getLogger(mod.__name__).info("Loading scheduler from state_dict ...")
+                self.scheduler.load_state_dict(state_dict)
+
+        cls.state_dict = state_dict
+        cls.load_state_dict = load_state_dict
+        _record("lr_scheduler_hook", "hooks.LRScheduler saves any torch LRScheduler")
+
+    when_imported("detectron2.engine.hooks", widen)
+
+
+_REPAIRS: List[Callable[[], None]] = [
+    _repair_importlib_abc,
+    _repair_pillow_linear,
+    _repair_numpy_aliases,
+    _repair_pkg_resources,
+    _repair_missing_extension,
+    _repair_lr_scheduler_hook,
+]
+
+
+def apply() -> Dict[str, str]:
+    """Detect and apply every repair (idempotent). Returns :func:`applied_repairs`."""
+    global _DONE
+    with _LOCK:
+        if not _DONE:
+            if importlib.util.find_spec("detectron2") is None:
+                raise ImportError(
+                    "seg_plugins needs detectron2, which is not installed in this Python "
+                    f"({sys.executable}). Run `make setup` (tools/setup_env.sh) or install it: "
+                    "see README.md, section Installation."
+                )
+            for repair in _REPAIRS:
+                repair()
+            _DONE = True
+    return applied_repairs()

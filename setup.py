@@ -1,0 +1,36 @@
+#!/usr/bin/env python
+"""seg_plugins: FCN, U-Net, DeepLabV3 and DeepLabV3+ for detectron2.
+
+detectron2 itself is not listed in ``install_requires``: it has never been published on
+PyPI under that name (like detectron2's own projects, this package expects it installed
+first). ``tools/setup_env.sh`` installs it; see README.md.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="seg_plugins",
+    version="0.1.0",
+    description="Semantic segmentation models (FCN, U-Net, DeepLabV3/V3+) for detectron2",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=("seg_plugins", "seg_plugins.*")),
+    install_requires=[
+        "torch>=2.0",
+        "torchvision>=0.15",
+        # cityscapesscripts (<= 2.3.0) calls np.in1d, removed in numpy 2.4.
+        "numpy>=1.24,<2.4",
+        "pycocotools>=2.0.6",
+        "fvcore>=0.1.5,<0.1.6",
+        "opencv-python>=4.5",
+        "Pillow>=9.0",
+        "matplotlib>=3.5",
+        "tabulate>=0.8",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6"],
+    },
+    entry_points={
+        "console_scripts": ["seg-plugins-train=seg_plugins.engine.cli:main"],
+    },
+)
