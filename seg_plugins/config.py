@@ -44,6 +44,10 @@ def add_seg_plugins_config(cfg: CN) -> CN:
     # "category area" constraint); 1.0 = off.
     _setdefault(cfg.INPUT.SEM_SEG, "CROP_SINGLE_CATEGORY_MAX_AREA", 1.0)
 
+    # --- solver ---------------------------------------------------------------------------
+    _setdefault(cfg.SOLVER, "OPTIMIZER", "SGD")  # "SGD" (detectron2's) or "AdamW"
+    _setdefault(cfg.SOLVER, "BETAS", [0.9, 0.999])  # AdamW betas
+
     if was_frozen:
         cfg.freeze()
     return cfg

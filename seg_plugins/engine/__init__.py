@@ -1,0 +1,3 @@
+from .trainer import Trainer, model_outputs
+
+__all__ = ["Trainer", "model_outputs"]

@@ -1,0 +1,152 @@
+"""The training / evaluation entry point behind ``tools/train_net.py``.
+
+Same flags as detectron2's tools/train_net.py (``--config-file``, ``--eval-only``,
+``--resume``, ``--num-gpus``, ``--num-machines``, ``--machine-rank``, ``--dist-url`` and
+trailing ``KEY VALUE`` overrides). Mistakes in the command (a missing config file, an
+unknown or mistyped key, an unregistered dataset) end with one line on stderr naming the
+problem and exit status 2, before any process is started.
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import sys
+from typing import Iterable, List, Optional
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode, get_cfg
+from detectron2.data import DatasetCatalog
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+
+from ..config import add_seg_plugins_config
+from .trainer import Trainer
+
+__all__ = ["main", "setup_cfg", "ConfigError"]
+
+logger = logging.getLogger("seg_plugins")
+
+
+class ConfigError(Exception):
+    """A mistake in the command line or config; reported as one line, exit status 2."""
+
+
+def _all_keys(node: CfgNode, prefix: str = "") -> List[str]:
+    keys = []
+    for k, v in node.items():
+        full = f"{prefix}{k}"
+        keys.append(full)
+        if isinstance(v, CfgNode):
+            keys.extend(_all_keys(v, full + "."))
+    return keys
+
+
+def _closest(key: str, candidates: Iterable[str]) -> str:
+    match = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
+def _translate_yacs_error(exc: Exception, cfg: CfgNode, source: str) -> ConfigError:
+    msg = str(exc).strip("'\"")
+    for marker in ("Non-existent config key: ", "Non-existent key: "):
+        if marker in msg:
+            key = msg.split(marker, 1)[1].strip()
+            return ConfigError(f"unknown config key {key} in {source}{_closest(key, _all_keys(cfg))}")
+    if msg.startswith("Type mismatch"):
+        return ConfigError(f"wrong value type in {source}: {msg}")
+    return ConfigError(f"invalid config in {source}: {msg}")
+
+
+def setup_cfg(args) -> CfgNode:
+    """Build the frozen config from ``args``; raises :class:`ConfigError` on user mistakes."""
+    cfg = get_cfg()
+    add_seg_plugins_config(cfg)
+    if args.config_file:
+        if not os.path.isfile(args.config_file):
+            raise ConfigError(f"config file not found: {args.config_file}")
+        try:
+            cfg.merge_from_file(args.config_file)
+        except (KeyError, ValueError, AssertionError) as e:
+            raise _translate_yacs_error(e, cfg, args.config_file) from None
+        except FileNotFoundError as e:  # a missing _BASE_
+            raise ConfigError(f"{args.config_file}: {e.strerror}: {e.filename}") from None
+    if len(args.opts) % 2:
+        raise ConfigError(f"overrides must be KEY VALUE pairs, got an odd list: {args.opts}")
+    try:
+        cfg.merge_from_list(args.opts)
+    except (KeyError, ValueError, AssertionError) as e:
+        raise _translate_yacs_error(e, cfg, "the command-line overrides") from None
+    _check_datasets(cfg)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE=%s but CUDA is not available: using the CPU", cfg.MODEL.DEVICE)
+        cfg.MODEL.DEVICE = "cpu"
+    if args.num_gpus > 1 and torch.cuda.device_count() < args.num_gpus:
+        raise ConfigError(
+            f"--num-gpus {args.num_gpus} needs {args.num_gpus} CUDA GPUs, "
+            f"found {torch.cuda.device_count()}"
+        )
+    cfg.freeze()
+    return cfg
+
+
+def _check_datasets(cfg: CfgNode) -> None:
+    registered = DatasetCatalog.list()
+    for key in ("TRAIN", "TEST"):
+        for name in cfg.DATASETS[key]:
+            if name not in registered:
+                raise ConfigError(
+                    f"DATASETS.{key}: dataset '{name}' is not registered{_closest(name, registered)}"
+                    "; register it in DatasetCatalog (see datasets/README.md)"
+                )
+
+
+def _main_worker(args):
+    cfg = setup_cfg(args)
+    default_setup(cfg, args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        if not cfg.MODEL.WEIGHTS and not (args.resume and checkpointer.has_checkpoint()):
+            logger.warning("--eval-only with no MODEL.WEIGHTS: evaluating an untrained model")
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        results = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, results)
+    else:
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        trainer.train()
+        results = getattr(trainer, "_last_eval_results", None)
+    if comm.is_main_process() and results:
+        _log_summary(results)
+    return results
+
+
+def _log_summary(results) -> None:
+    for dataset, res in results.items() if "sem_seg" not in results else [("", results)]:
+        for task, metrics in res.items():
+            if not isinstance(metrics, dict):
+                continue
+            keys = [k for k in ("mIoU", "fwIoU", "mACC", "pACC", "mDice", "AP", "AP50") if k in metrics]
+            figures = "  ".join(f"{k} {metrics[k]:.2f}" for k in keys)
+            logger.info("Final %s%s: %s", f"{dataset} " if dataset else "", task, figures)
+
+
+def main(argv: Optional[List[str]] = None):
+    args = default_argument_parser().parse_args(argv)
+    try:
+        setup_cfg(args)  # validate once, before any process starts
+    except ConfigError as e:
+        print(f"seg_plugins: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return launch(
+        _main_worker,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )

@@ -1,0 +1,101 @@
+"""The Trainer: detectron2's DefaultTrainer, choosing mapper, evaluators and optimizer by
+config and by the dataset's metadata, so that one train_net.py serves semantic models
+(U-Net, FCN, DeepLab) and detectron2's instance models (Mask R-CNN) alike.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import List, Set
+
+import torch
+from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import DefaultTrainer
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+
+from ..data import SemSegDatasetMapper
+from ..evaluation import SemSegMetricsEvaluator
+
+__all__ = ["Trainer", "model_outputs"]
+
+logger = logging.getLogger(__name__)
+
+# Meta-architectures whose output is {"sem_seg": ...} only.
+SEMANTIC_META_ARCHS = {"SemanticSegmentor", "UNet", "FCN", "DeepLabV3", "DeepLabV3Plus"}
+
+
+def model_outputs(cfg) -> Set[str]:
+    """What the configured model predicts: a subset of {"sem_seg", "instances"}."""
+    arch = cfg.MODEL.META_ARCHITECTURE
+    if arch in SEMANTIC_META_ARCHS:
+        return {"sem_seg"}
+    if arch == "PanopticFPN":
+        return {"sem_seg", "instances"}
+    return {"instances"}
+
+
+def _evaluator_types(dataset_name: str) -> List[str]:
+    value = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+class Trainer(DefaultTrainer):
+    """``DefaultTrainer`` plus: the semantic mapper for semantic models, evaluators chosen
+    from ``MetadataCatalog.get(name).evaluator_type`` (a string or a list) intersected with
+    what the model predicts, and ``SOLVER.OPTIMIZER`` ("SGD" or "AdamW")."""
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        if "instances" in model_outputs(cfg):
+            return build_detection_train_loader(cfg)  # detectron2's own DatasetMapper
+        return build_detection_train_loader(cfg, mapper=SemSegDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        if "instances" in model_outputs(cfg):
+            return build_detection_test_loader(cfg, dataset_name)
+        mapper = SemSegDatasetMapper(cfg, is_train=False)
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None) -> DatasetEvaluator:
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        types = _evaluator_types(dataset_name)
+        outputs = model_outputs(cfg)
+        evaluators: List[DatasetEvaluator] = []
+        if "sem_seg" in types and "sem_seg" in outputs:
+            evaluators.append(SemSegMetricsEvaluator(dataset_name, output_dir=output_folder))
+        if "coco" in types and "instances" in outputs:
+            tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+            evaluators.append(COCOEvaluator(dataset_name, tasks=tasks, output_dir=output_folder))
+        if not evaluators:
+            raise ValueError(
+                f"no evaluator for dataset '{dataset_name}' (evaluator_type={types}) and model "
+                f"{cfg.MODEL.META_ARCHITECTURE} (predicts {sorted(outputs)}); set the dataset's "
+                "metadata evaluator_type to 'sem_seg' and/or 'coco', or evaluate another dataset"
+            )
+        return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        name = cfg.SOLVER.OPTIMIZER
+        if name == "SGD":
+            return super().build_optimizer(cfg, model)
+        if name != "AdamW":
+            raise ValueError(f"SOLVER.OPTIMIZER must be 'SGD' or 'AdamW', got {name!r}")
+        params = get_default_optimizer_params(
+            model,
+            base_lr=cfg.SOLVER.BASE_LR,
+            weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+        )
+        return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
+            params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS),
+            weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+        )

@@ -1,0 +1,38 @@
+"""Atomic file writes: a reader (or a resumed run) never sees a half-written file.
+
+The content goes to a temporary file in the destination's folder, is flushed and fsynced,
+then renamed over the destination (``os.replace`` is atomic on POSIX and Windows).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from typing import IO, Iterator
+
+__all__ = ["atomic_open", "atomic_write_text"]
+
+
+@contextmanager
+def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file next to ``path``; on clean exit it replaces ``path``."""
+    if "w" not in mode:
+        raise ValueError(f"atomic_open writes only; got mode {mode!r}")
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    with atomic_open(path, "w") as f:
+        f.write(text)

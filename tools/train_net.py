@@ -1,0 +1,15 @@
+#!/usr/bin/env python
+"""Train and evaluate any seg_plugins or detectron2 model from a yacs config.
+
+    python tools/train_net.py --config-file configs/shapes/unet_shapes.yaml
+    python tools/train_net.py --config-file X.yaml --eval-only MODEL.WEIGHTS model_final.pth
+    python tools/train_net.py --config-file X.yaml --resume        # continue OUTPUT_DIR
+    python tools/train_net.py --config-file X.yaml --num-gpus 8    # detectron2's launcher
+
+All flags are detectron2's (see `--help`); KEY VALUE pairs at the end override the config.
+"""
+import seg_plugins  # noqa: F401  first: repairs detectron2 where needed, registers models
+from seg_plugins.engine.cli import main
+
+if __name__ == "__main__":
+    main()
