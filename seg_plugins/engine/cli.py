@@ -21,6 +21,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from ..config import add_seg_plugins_config
 from .trainer import Trainer
@@ -81,7 +82,7 @@ def setup_cfg(args) -> CfgNode:
         raise _translate_yacs_error(e, cfg, "the command-line overrides") from None
     _check_datasets(cfg)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning("MODEL.DEVICE=%s but CUDA is not available: using the CPU", cfg.MODEL.DEVICE)
+        # A GPU config must still run on a CPU-only machine; _main_worker logs the switch.
         cfg.MODEL.DEVICE = "cpu"
     if args.num_gpus > 1 and torch.cuda.device_count() < args.num_gpus:
         raise ConfigError(
@@ -106,6 +107,10 @@ def _check_datasets(cfg: CfgNode) -> None:
 def _main_worker(args):
     cfg = setup_cfg(args)
     default_setup(cfg, args)
+    # default_setup configures the "detectron2" and "fvcore" loggers; ours too.
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="seg_plugins")
+    if cfg.MODEL.DEVICE == "cpu" and not torch.cuda.is_available():
+        logger.info("CUDA is not available: running on the CPU (%d threads)", torch.get_num_threads())
     if args.eval_only:
         model = Trainer.build_model(cfg)
         checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)

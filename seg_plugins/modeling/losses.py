@@ -13,6 +13,7 @@ graph) for a batch whose pixels are all ``ignore_value`` -- ``F.cross_entropy(re
 Cross-entropy with per-class weights follows PyTorch's weighted mean:
 ``sum_i w[y_i] * ce_i / sum_i w[y_i]`` over the labelled pixels i.
 """
+
 import functools
 import math
 from typing import Callable, Dict, Optional, Sequence

@@ -1,0 +1,179 @@
+"""Dataset mapper for semantic segmentation: dataset dict -> model input.
+
+Shapes: image (C, H, W) uint8, sem_seg (H, W) int64 (class indices, ``ignore_label`` =
+not labelled). Nothing is padded: padding to the backbone's ``size_divisibility`` is the
+model's job (as in detectron2's ``SemanticSegmentor``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from PIL import Image
+
+from .io import read_image, read_label
+
+__all__ = ["RandomResizeRatio", "SemSegDatasetMapper", "build_sem_seg_augmentations"]
+
+logger = logging.getLogger(__name__)
+
+
+class RandomResizeRatio(T.Augmentation):
+    """Resize the whole image by a ratio drawn uniformly from [min_ratio, max_ratio]
+    (DeepLab's random scale). Label maps are resized with nearest neighbour.
+
+    detectron2's ``T.ResizeScale`` scales relative to a fixed target size instead, which
+    does not fit datasets whose images differ in size.
+    """
+
+    def __init__(self, min_ratio: float, max_ratio: float, interp: int = Image.BILINEAR):
+        super().__init__()
+        if not 0 < min_ratio <= max_ratio:
+            raise ValueError(
+                f"expected 0 < min_ratio <= max_ratio, got ({min_ratio}, {max_ratio}); "
+                f"set INPUT.SEM_SEG.RESIZE_RATIO_RANGE to e.g. [0.5, 2.0]"
+            )
+        self._init(locals())
+
+    def get_transform(self, image: np.ndarray) -> T.Transform:
+        h, w = image.shape[:2]
+        ratio = np.random.uniform(self.min_ratio, self.max_ratio)
+        new_h, new_w = max(1, round(h * ratio)), max(1, round(w * ratio))
+        return T.ResizeTransform(h, w, new_h, new_w, self.interp)
+
+
+def build_sem_seg_augmentations(cfg, is_train: bool, ignore_label: int = 255) -> list:
+    """Training: random scale (INPUT.SEM_SEG.RESIZE_RATIO_RANGE), crop (INPUT.CROP with
+    INPUT.SEM_SEG.CROP_SINGLE_CATEGORY_MAX_AREA), flip (INPUT.RANDOM_FLIP). Test: none, as
+    the model predicts at the original size."""
+    if not is_train:
+        return []
+    augs = []
+    lo, hi = (float(v) for v in cfg.INPUT.SEM_SEG.RESIZE_RATIO_RANGE)
+    if (lo, hi) != (1.0, 1.0):
+        augs.append(RandomResizeRatio(lo, hi))
+    if cfg.INPUT.CROP.ENABLED:
+        augs.append(
+            T.RandomCrop_CategoryAreaConstraint(
+                cfg.INPUT.CROP.TYPE,
+                cfg.INPUT.CROP.SIZE,
+                cfg.INPUT.SEM_SEG.CROP_SINGLE_CATEGORY_MAX_AREA,
+                ignore_label,
+            )
+        )
+    flip = cfg.INPUT.RANDOM_FLIP
+    if flip not in ("none", "horizontal", "vertical"):
+        raise ValueError(
+            f"INPUT.RANDOM_FLIP must be 'none', 'horizontal' or 'vertical', got {flip!r}"
+        )
+    if flip != "none":
+        augs.append(T.RandomFlip(horizontal=flip == "horizontal", vertical=flip == "vertical"))
+    return augs
+
+
+class SemSegDatasetMapper:
+    """Read an image and its label map, augment both alike, return model input.
+
+    Input: a detectron2 dataset dict with ``file_name`` and (required in training)
+    ``sem_seg_file_name``. Output: the dict (deep copy) with ``image`` (C, H, W) uint8,
+    ``sem_seg`` (H, W) int64 when a label file is given, ``height``/``width`` of the
+    original image; ``annotations`` (instances) are removed.
+
+    Example::
+
+        import seg_plugins
+        from detectron2.data import DatasetCatalog, transforms as T
+        from seg_plugins.data import SemSegDatasetMapper
+
+        mapper = SemSegDatasetMapper(
+            is_train=True, augmentations=[T.RandomFlip()], image_format="RGB"
+        )
+        batch = mapper(DatasetCatalog.get("shapes_val")[0])
+        batch["image"].shape, batch["sem_seg"].shape  # (3, 128, 128), (128, 128)
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        is_train: bool = True,
+        augmentations: list | None = None,
+        image_format: str = "BGR",
+        ignore_label: int = 255,
+    ):
+        """
+        Args:
+            is_train: training requires ``sem_seg_file_name`` in every dict.
+            augmentations: ``detectron2.data.transforms`` Augmentations / Transforms,
+                applied to image and label map together.
+            image_format: format of ``image`` ("BGR", "RGB", ...; cfg.INPUT.FORMAT).
+            ignore_label: label of unlabelled pixels, stored as ``self.ignore_label``;
+                ``from_config`` also gives it to the crop's category-area constraint.
+        """
+        self.is_train = is_train
+        self.augmentations = T.AugmentationList(list(augmentations or []))
+        self.image_format = image_format
+        self.ignore_label = ignore_label
+        mode = "training" if is_train else "inference"
+        logger.info("[SemSegDatasetMapper] Augmentations used in %s: %s", mode, augmentations)
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True) -> dict:
+        ignore_label = 255
+        if cfg.DATASETS.TRAIN:
+            meta = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
+            ignore_label = meta.get("ignore_label", 255)
+        return {
+            "is_train": is_train,
+            "augmentations": build_sem_seg_augmentations(cfg, is_train, ignore_label),
+            "image_format": cfg.INPUT.FORMAT,
+            "ignore_label": ignore_label,
+        }
+
+    def _read_label(self, dataset_dict: dict, image: np.ndarray) -> np.ndarray | None:
+        label_file = dataset_dict.get("sem_seg_file_name")
+        if label_file is None:
+            if self.is_train:
+                raise ValueError(
+                    f"dataset record {dataset_dict.get('file_name')!r} (image_id "
+                    f"{dataset_dict.get('image_id')}) has no 'sem_seg_file_name', which "
+                    f"SemSegDatasetMapper needs in training; register the dataset with "
+                    f"label maps (e.g. detectron2.data.datasets.load_sem_seg) or use an "
+                    f"instance-segmentation mapper for it."
+                )
+            return None
+        label = read_label(label_file)
+        if label.shape != image.shape[:2]:
+            raise ValueError(
+                f"image {dataset_dict['file_name']!r} is {image.shape[0]}x{image.shape[1]} "
+                f"(HxW) but its label map {label_file!r} is {label.shape[0]}x"
+                f"{label.shape[1]}; they must have the same size."
+            )
+        if label.dtype != np.uint8:
+            # F.interpolate (used by ResizeTransform beyond uint8) has no integer kernels;
+            # float32 holds every 16-bit index exactly.
+            label = label.astype(np.float32)
+        return label
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        dataset_dict = copy.deepcopy(dataset_dict)
+        image = read_image(dataset_dict["file_name"], format=self.image_format)
+        utils.check_image_size(dataset_dict, image)
+        label = self._read_label(dataset_dict, image)
+
+        aug_input = T.AugInput(image, sem_seg=label)
+        self.augmentations(aug_input)
+        image, label = aug_input.image, aug_input.sem_seg
+
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if label is not None:
+            dataset_dict["sem_seg"] = torch.as_tensor(np.ascontiguousarray(label).astype("long"))
+        dataset_dict.pop("annotations", None)
+        return dataset_dict

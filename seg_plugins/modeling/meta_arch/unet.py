@@ -1,0 +1,94 @@
+"""U-Net (Ronneberger et al., "U-Net: Convolutional Networks for Biomedical Image
+Segmentation", MICCAI 2015, https://arxiv.org/abs/1505.04597) as a detectron2 meta-architecture.
+
+Shape shorthand: N images, C image channels, K classes, H x W pixels.
+
+``MODEL.META_ARCHITECTURE: "UNet"`` alone selects the whole model: a :class:`UNetEncoder`
+built from MODEL.UNET (MODEL.BACKBONE.NAME is not read) and a :class:`UNetHead` built from
+MODEL.SEM_SEG_HEAD and MODEL.UNET (MODEL.SEM_SEG_HEAD.NAME is not read). To put the U-Net
+decoder behind another backbone, use detectron2's "SemanticSegmentor" with
+MODEL.SEM_SEG_HEAD.NAME: "UNetHead" instead.
+
+Everything else is detectron2's :class:`SemanticSegmentor` (v0.6): per-channel normalisation
+with MODEL.PIXEL_MEAN / PIXEL_STD, padding of the batch to ``size_divisibility = 2**DEPTH``
+(images with 0, targets with ``ignore_value``), and ``sem_seg_postprocess``, which crops each
+image's logits back to its own (H, W) and resizes them to its "height" x "width" if given.
+"""
+
+from typing import Sequence
+
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, SemanticSegmentor
+from torch import nn
+
+from ..backbone.unet_encoder import build_unet_encoder_backbone
+from ..heads.unet_head import UNetHead
+
+__all__ = ["UNet"]
+
+
+@META_ARCH_REGISTRY.register()
+class UNet(SemanticSegmentor):
+    """U-Net encoder + decoder on detectron2's semantic segmentation contract.
+
+    ``forward(batched_inputs)`` takes a list of N dicts with "image" of shape (C, H_n, W_n)
+    (uint8 or float, unnormalised), optional "sem_seg" of shape (H_n, W_n) (int64; required
+    in training) and optional "height", "width". In training it returns
+    ``{"loss_sem_seg": scalar}``; in eval a list of N ``{"sem_seg": logits of shape
+    (K, height_n, width_n)}``, where height_n, width_n default to H_n, W_n.
+
+    Example::
+
+        encoder = UNetEncoder(in_channels=1, base_channels=8, depth=2, norm="")
+        head = UNetHead(encoder.output_shape(), num_classes=2, norm="")
+        model = UNet(backbone=encoder, sem_seg_head=head, pixel_mean=[0.0], pixel_std=[1.0])
+        out = model.eval()([{"image": torch.rand(1, 45, 61)}])
+        assert out[0]["sem_seg"].shape == (2, 45, 61)
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        sem_seg_head: nn.Module,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+    ):
+        """
+        Args:
+            backbone: a detectron2 Backbone returning a stride pyramid (usually a UNetEncoder).
+            sem_seg_head: a head on detectron2's semantic head contract (usually a UNetHead).
+            pixel_mean, pixel_std: C values each, to normalise the C-channel input image.
+        """
+        _check_pixel_stats(pixel_mean, pixel_std, "pixel_mean", "pixel_std")
+        super().__init__(
+            backbone=backbone,
+            sem_seg_head=sem_seg_head,
+            pixel_mean=pixel_mean,
+            pixel_std=pixel_std,
+        )
+
+    @classmethod
+    def from_config(cls, cfg):
+        pixel_mean, pixel_std = cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD
+        _check_pixel_stats(pixel_mean, pixel_std, "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD")
+        backbone = build_unet_encoder_backbone(cfg, ShapeSpec(channels=len(pixel_mean)))
+        return {
+            "backbone": backbone,
+            "sem_seg_head": UNetHead(cfg, backbone.output_shape()),
+            "pixel_mean": pixel_mean,
+            "pixel_std": pixel_std,
+        }
+
+
+def _check_pixel_stats(mean: Sequence[float], std: Sequence[float], mean_key, std_key) -> None:
+    """Raise unless mean and std give one value per channel (and std has no zero)."""
+    if len(mean) == 0 or len(mean) != len(std):
+        raise ValueError(
+            f"{mean_key} has {len(mean)} values and {std_key} has {len(std)}; give one value "
+            f"per image channel in both (e.g. [0.5] and [0.25] for grayscale)"
+        )
+    if any(s == 0 for s in std):
+        raise ValueError(f"{std_key}={list(std)} contains 0; every channel needs a std > 0")
