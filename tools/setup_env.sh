@@ -106,9 +106,9 @@ else
     "${PIP[@]}" install -q --no-deps --no-build-isolation "$SRC"
     D2_SOURCE="(c) $D2_SDIST source distribution, without C++ ops (seg_plugins.compat repairs it)"
   fi
-  d2_importable || die "detectron2 was installed but does not import; see the messages above."
 fi
 install_d2_runtime_deps
+d2_importable || die "detectron2 was installed but does not import; see the messages above."
 printf '%s\n' "$D2_SOURCE" > "$SOURCE_FILE"
 log "detectron2 from: $D2_SOURCE"
 

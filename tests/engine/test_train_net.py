@@ -126,3 +126,22 @@ def test_command_line_mistakes_give_one_clear_line(args, expected):
     lines = [line for line in r.stderr.splitlines() if line.startswith("seg_plugins: error:")]
     assert len(lines) == 1 and expected in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_eval_only_on_the_registered_shapes_val(tmp_path):
+    """The default `shapes_val`, generated on first use under $DETECTRON2_DATASETS."""
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"))
+    out = tmp_path / "eval"
+    r = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file", UNET_CFG,
+         "--eval-only", "MODEL.UNET.BASE_CHANNELS", "4", "MODEL.UNET.DEPTH", "2",
+         "OUTPUT_DIR", str(out), "DATALOADER.NUM_WORKERS", "0"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert (tmp_path / "datasets" / "shapes" / "val" / ".complete").is_file()
+    report = json.loads((out / "inference" / "shapes_val" / "sem_seg_evaluation.json").read_text())
+    assert sum(map(sum, report["confusion_matrix"])) == 100 * 128 * 128
+    assert all(math.isfinite(report["metrics"][k]) for k in ("mIoU", "fwIoU", "mACC", "pACC"))
+    assert "Final sem_seg: mIoU" in r.stdout + r.stderr
