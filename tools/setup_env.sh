@@ -116,7 +116,7 @@ log "detectron2 from: $D2_SOURCE"
 log "installing seg_plugins (editable) and its dependencies"
 "${PIP[@]}" install -q -c "$CONSTRAINTS" --no-build-isolation -e "$ROOT[test]"
 
-"$VPY" -c "import seg_plugins, detectron2.modeling, detectron2.data, detectron2.evaluation" \
+"$VPY" -W ignore::FutureWarning -c "import seg_plugins, detectron2.modeling, detectron2.data, detectron2.evaluation" \
   || die "the environment was built but 'import seg_plugins' fails; see the traceback above."
 stamp_value > "$STAMP"
 log "environment ready: $VENV"

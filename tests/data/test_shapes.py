@@ -20,9 +20,6 @@ from detectron2.structures import BitMasks, BoxMode
 from seg_plugins.data import generate_shapes, register_shapes
 from seg_plugins.data import shapes as shapes_mod
 
-# pycocotools (2.0.x) itself calls np.array(copy=False) on its RLE objects under numpy 2.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-
 SIZE = 64
 NUM = 6
 
