@@ -30,6 +30,43 @@ def add_seg_plugins_config(cfg: CN) -> CN:
     _setdefault(unet, "NORM", "BN")  # "", "BN", "SyncBN", "GN", ... (detectron2.layers.get_norm)
     _setdefault(unet, "UPSAMPLE", "bilinear")  # "bilinear" (+conv) or "transposed" (2x2 deconv)
 
+    # --- dilated ResNet (DeepLab / FCN-ResNet backbones; also reads MODEL.RESNETS.*) ---------
+    _setdefault(cfg.MODEL, "DILATED_RESNET", CN())
+    dres = cfg.MODEL.DILATED_RESNET
+    _setdefault(dres, "OUTPUT_STRIDE", 8)  # 8, 16 or 32: res4/res5 trade stride for dilation
+    _setdefault(dres, "MULTI_GRID", [1, 1, 1])  # res5 per-block rate multipliers ([1, 2, 4])
+    _setdefault(dres, "OUT_FEATURES", ["res2", "res3", "res4", "res5"])  # features returned
+
+    # --- FCN head (torchvision's FCNHead; also the auxiliary head) --------------------------
+    _setdefault(cfg.MODEL, "FCN", CN())
+    _setdefault(cfg.MODEL.FCN, "IN_FEATURE", "res5")  # backbone feature the head reads
+    _setdefault(cfg.MODEL.FCN, "CHANNELS", 0)  # 3x3 conv width; 0 = in_channels // 4
+    _setdefault(cfg.MODEL.FCN, "DROPOUT", 0.1)  # dropout before the classifier
+    # "" = single-scale head on IN_FEATURE; "32s" / "16s" / "8s" = the paper's skip fusion
+    # (Long et al. 2015) on a VGG-16 backbone's fc7 / pool4 / pool3.
+    _setdefault(cfg.MODEL.FCN, "SKIPS", "")
+
+    # --- ASPP / DeepLabV3 (Chen et al. 2017) and DeepLabV3+ (Chen et al. 2018) ---------------
+    _setdefault(cfg.MODEL, "ASPP", CN())
+    aspp = cfg.MODEL.ASPP
+    _setdefault(aspp, "IN_FEATURE", "res5")  # backbone feature ASPP reads
+    _setdefault(aspp, "DILATIONS", [12, 24, 36])  # atrous rates; [6, 12, 18] at output stride 16
+    _setdefault(aspp, "CHANNELS", 256)  # width of every ASPP branch and of the projection
+    _setdefault(aspp, "DROPOUT", 0.1)  # dropout after the projection
+    _setdefault(aspp, "NORM", "BN")  # norm of ASPP convs; the image-pooling branch has none
+    _setdefault(cfg.MODEL, "DEEPLABV3PLUS", CN())
+    dlp = cfg.MODEL.DEEPLABV3PLUS
+    _setdefault(dlp, "LOW_LEVEL_FEATURE", "res2")  # stride-4 feature fused by the decoder
+    _setdefault(dlp, "LOW_LEVEL_CHANNELS", 48)  # its 1x1 projection width
+    _setdefault(dlp, "DECODER_CHANNELS", 256)  # width of the decoder's 3x3 convs
+
+    # --- auxiliary head (training only; PSPNet / mmsegmentation recipe) ----------------------
+    _setdefault(cfg.MODEL, "AUX_HEAD", CN())
+    _setdefault(cfg.MODEL.AUX_HEAD, "ENABLED", False)  # add an FCN head on IN_FEATURE
+    _setdefault(cfg.MODEL.AUX_HEAD, "IN_FEATURE", "res4")  # the feature it reads
+    _setdefault(cfg.MODEL.AUX_HEAD, "CHANNELS", 256)  # its 3x3 conv width
+    _setdefault(cfg.MODEL.AUX_HEAD, "LOSS_WEIGHT", 0.4)  # weight of loss_aux
+
     # --- semantic segmentation head / loss ------------------------------------------------
     # detectron2 already has MODEL.SEM_SEG_HEAD.{NUM_CLASSES, IGNORE_VALUE, LOSS_WEIGHT, NORM}.
     _setdefault(cfg.MODEL.SEM_SEG_HEAD, "LOSS_TYPE", "cross_entropy")  # loss of the head

@@ -9,8 +9,8 @@ MODEL.SEM_SEG_HEAD and MODEL.UNET (MODEL.SEM_SEG_HEAD.NAME is not read). To put 
 decoder behind another backbone, use detectron2's "SemanticSegmentor" with
 MODEL.SEM_SEG_HEAD.NAME: "UNetHead" instead.
 
-Everything else is detectron2's :class:`SemanticSegmentor` (v0.6): per-channel normalisation
-with MODEL.PIXEL_MEAN / PIXEL_STD, padding of the batch to ``size_divisibility = 2**DEPTH``
+Everything else is :class:`EncoderDecoderSegmentor` (detectron2's ``SemanticSegmentor``):
+per-channel normalisation with MODEL.PIXEL_MEAN / PIXEL_STD, padding of the batch to ``size_divisibility = 2**DEPTH``
 (images with 0, targets with ``ignore_value``), and ``sem_seg_postprocess``, which crops each
 image's logits back to its own (H, W) and resizes them to its "height" x "width" if given.
 """
@@ -19,17 +19,18 @@ from typing import Sequence
 
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import META_ARCH_REGISTRY, Backbone, SemanticSegmentor
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from torch import nn
 
 from ..backbone.unet_encoder import build_unet_encoder_backbone
 from ..heads.unet_head import UNetHead
+from .base import EncoderDecoderSegmentor, check_pixel_stats
 
 __all__ = ["UNet"]
 
 
 @META_ARCH_REGISTRY.register()
-class UNet(SemanticSegmentor):
+class UNet(EncoderDecoderSegmentor):
     """U-Net encoder + decoder on detectron2's semantic segmentation contract.
 
     ``forward(batched_inputs)`` takes a list of N dicts with "image" of shape (C, H_n, W_n)
@@ -62,7 +63,6 @@ class UNet(SemanticSegmentor):
             sem_seg_head: a head on detectron2's semantic head contract (usually a UNetHead).
             pixel_mean, pixel_std: C values each, to normalise the C-channel input image.
         """
-        _check_pixel_stats(pixel_mean, pixel_std, "pixel_mean", "pixel_std")
         super().__init__(
             backbone=backbone,
             sem_seg_head=sem_seg_head,
@@ -73,7 +73,7 @@ class UNet(SemanticSegmentor):
     @classmethod
     def from_config(cls, cfg):
         pixel_mean, pixel_std = cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD
-        _check_pixel_stats(pixel_mean, pixel_std, "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD")
+        check_pixel_stats(pixel_mean, pixel_std, "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD")
         backbone = build_unet_encoder_backbone(cfg, ShapeSpec(channels=len(pixel_mean)))
         return {
             "backbone": backbone,
@@ -82,13 +82,3 @@ class UNet(SemanticSegmentor):
             "pixel_std": pixel_std,
         }
 
-
-def _check_pixel_stats(mean: Sequence[float], std: Sequence[float], mean_key, std_key) -> None:
-    """Raise unless mean and std give one value per channel (and std has no zero)."""
-    if len(mean) == 0 or len(mean) != len(std):
-        raise ValueError(
-            f"{mean_key} has {len(mean)} values and {std_key} has {len(std)}; give one value "
-            f"per image channel in both (e.g. [0.5] and [0.25] for grayscale)"
-        )
-    if any(s == 0 for s in std):
-        raise ValueError(f"{std_key}={list(std)} contains 0; every channel needs a std > 0")
