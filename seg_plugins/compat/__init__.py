@@ -252,6 +252,54 @@ def _repair_lr_scheduler_hook() -> None:
     when_imported("detectron2.engine.hooks", widen)
 
 
+# --------------------------------------------------------------------------- no caffe2
+_CAFFE2_NAMES = ("export_caffe2_model", "Caffe2Model", "export_onnx_model", "Caffe2Tracer")
+
+
+def _repair_export_without_caffe2() -> None:
+    """``detectron2/export/__init__.py`` star-imports ``export/api.py``, which imports caffe2
+    (no longer shipped with torch), so ``import detectron2.export`` fails — and with it
+    ``TracingAdapter``, the TorchScript helpers and ``detectron2.utils.analysis`` (FLOP
+    counting). A stand-in ``api`` keeps the Caffe2-only names, each raising a clear error."""
+    if importlib.util.find_spec("caffe2") is not None:
+        return
+
+    def unavailable(name):
+        def fail(*args, **kwargs):
+            raise RuntimeError(
+                f"detectron2.export.{name} needs Caffe2, which PyTorch no longer ships. Export "
+                "with detectron2.export.TracingAdapter + torch.onnx.export / torch.jit.trace "
+                "instead."
+            )
+
+        fail.__name__ = name
+        return fail
+
+    def add_export_config(cfg):  # the v0.6 function only adds this one key
+        from detectron2.config import CfgNode
+
+        cfg.EXPORT_CAFFE2 = CfgNode()
+        cfg.EXPORT_CAFFE2.USE_HEATMAP_MAX_KEYPOINT = False
+        return cfg
+
+    api = types.ModuleType("detectron2.export.api", "seg_plugins.compat stand-in: no caffe2")
+    api.add_export_config = add_export_config
+    for name in _CAFFE2_NAMES:
+        setattr(api, name, unavailable(name))
+    api.__all__ = ["add_export_config", *_CAFFE2_NAMES]
+
+    def put(_pkg):
+        sys.modules.setdefault("detectron2.export.api", api)
+
+    def attach(pkg):
+        if sys.modules.get("detectron2.export.api") is api:
+            pkg.api = api
+            _record("export_api", "detectron2.export.api -> stand-in (no caffe2); Caffe2 names raise")
+
+    before_import("detectron2.export", put)
+    when_imported("detectron2.export", attach)
+
+
 _REPAIRS: List[Callable[[], None]] = [
     _repair_importlib_abc,
     _repair_pillow_linear,
@@ -259,6 +307,7 @@ _REPAIRS: List[Callable[[], None]] = [
     _repair_pkg_resources,
     _repair_missing_extension,
     _repair_lr_scheduler_hook,
+    _repair_export_without_caffe2,
 ]
 
 

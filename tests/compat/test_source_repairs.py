@@ -121,3 +121,20 @@ def test_repairs_are_recorded():
         assert {"missing_C", "deform_conv", "coco_eval"} <= set(applied)
     if importlib.util.find_spec("pkg_resources") is None:
         assert "pkg_resources" in applied
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("caffe2") is not None, reason="caffe2 installed: nothing to repair"
+)
+def test_export_imports_without_caffe2():
+    assert _run("import detectron2.export").returncode != 0  # the breakage: caffe2 import
+    r = _run(
+        "import seg_plugins\n"
+        "from detectron2.export import TracingAdapter, Caffe2Tracer, add_export_config\n"
+        "from detectron2.utils.analysis import FlopCountAnalysis\n"
+        "from detectron2.config import get_cfg\n"
+        "assert add_export_config(get_cfg()).EXPORT_CAFFE2.USE_HEATMAP_MAX_KEYPOINT is False\n"
+        "try:\n    Caffe2Tracer(None, None, None)\nexcept RuntimeError as e:\n"
+        "    assert 'Caffe2' in str(e)\nelse:\n    raise SystemExit('no error')\n"
+    )
+    assert r.returncode == 0, r.stderr
