@@ -37,11 +37,25 @@ def add_seg_plugins_config(cfg: CN) -> CN:
     _setdefault(dres, "MULTI_GRID", [1, 1, 1])  # res5 per-block rate multipliers ([1, 2, 4])
     _setdefault(dres, "OUT_FEATURES", ["res2", "res3", "res4", "res5"])  # features returned
 
+    # --- VGG-16 backbone and FCN-32s/16s/8s skip head (Long et al. 2015) -------------------
+    _setdefault(cfg.MODEL, "VGG", CN())
+    vgg = cfg.MODEL.VGG
+    _setdefault(vgg, "BASE_CHANNELS", 64)  # conv1 width; stages are 1, 2, 4, 8, 8 times it
+    _setdefault(vgg, "FC_CHANNELS", 4096)  # width of fc6 and fc7 (4096 in VGG-16)
+    _setdefault(vgg, "FC6_KERNEL", 7)  # odd fc6 kernel, padded by k // 2 (7 in VGG-16)
+    _setdefault(vgg, "DROPOUT", 0.5)  # dropout after fc6 and after fc7
+    _setdefault(vgg, "NORM", "")  # "" as in VGG-16; "BN" to train from scratch
+    _setdefault(vgg, "OUT_FEATURES", ["pool3", "pool4", "fc7"])  # conv1-5, pool1-5, fc6, fc7
+    # FCNSkipHead: fixed factors on pool4 / pool3 before their score layers; [0.01, 0.0001] is
+    # the at-once FCN-8s (for unnormalised VGG features), [1.0, 1.0] suits a BN backbone.
+    _setdefault(vgg, "SKIP_SCALES", [0.01, 0.0001])
+
     # --- FCN head (torchvision's FCNHead; also the auxiliary head) --------------------------
     _setdefault(cfg.MODEL, "FCN", CN())
     _setdefault(cfg.MODEL.FCN, "IN_FEATURE", "res5")  # backbone feature the head reads
     _setdefault(cfg.MODEL.FCN, "CHANNELS", 0)  # 3x3 conv width; 0 = in_channels // 4
     _setdefault(cfg.MODEL.FCN, "DROPOUT", 0.1)  # dropout before the classifier
+    _setdefault(cfg.MODEL.FCN, "NORM", "BN")  # norm after the 3x3 conv (also the aux head's)
     # "" = single-scale head on IN_FEATURE; "32s" / "16s" / "8s" = the paper's skip fusion
     # (Long et al. 2015) on a VGG-16 backbone's fc7 / pool4 / pool3.
     _setdefault(cfg.MODEL.FCN, "SKIPS", "")
@@ -69,8 +83,15 @@ def add_seg_plugins_config(cfg: CN) -> CN:
 
     # --- semantic segmentation head / loss ------------------------------------------------
     # detectron2 already has MODEL.SEM_SEG_HEAD.{NUM_CLASSES, IGNORE_VALUE, LOSS_WEIGHT, NORM}.
-    _setdefault(cfg.MODEL.SEM_SEG_HEAD, "LOSS_TYPE", "cross_entropy")  # loss of the head
-    _setdefault(cfg.MODEL.SEM_SEG_HEAD, "CLASS_WEIGHTS", [])  # per-class CE weights; [] = none
+    # NUM_CLASSES 1 = binary mode: one sigmoid (foreground) channel, targets 0/1 (+ignore).
+    head = cfg.MODEL.SEM_SEG_HEAD
+    _setdefault(head, "LOSS_TYPE", "cross_entropy")  # "cross_entropy", "dice" or "dice_ce"
+    _setdefault(head, "CLASS_WEIGHTS", [])  # K loss weights ([bg, fg] if binary); [] = uniform
+    _setdefault(head, "DICE_SMOOTH", 1.0)  # s in Dice (2I + s) / (P + T + s)
+    _setdefault(head, "DICE_INCLUDE_BACKGROUND", True)  # class 0 enters the mean Dice loss
+    _setdefault(head, "DICE_CE_WEIGHTS", [1.0, 1.0])  # [w_ce, w_dice] of LOSS_TYPE "dice_ce"
+    _setdefault(head, "TOP_K_PERCENT", 1.0)  # CE over this fraction of hardest pixels; 1 = all
+    _setdefault(head, "BINARY_THRESHOLD", 0.5)  # binary mode: foreground iff sigmoid > this
 
     # --- data -----------------------------------------------------------------------------
     _setdefault(cfg.INPUT, "SEM_SEG", CN())

@@ -68,7 +68,12 @@ class Trainer(DefaultTrainer):
         outputs = model_outputs(cfg)
         evaluators: List[DatasetEvaluator] = []
         if "sem_seg" in types and "sem_seg" in outputs:
-            evaluators.append(SemSegMetricsEvaluator(dataset_name, output_dir=output_folder))
+            evaluators.append(
+                SemSegMetricsEvaluator(
+                    dataset_name, output_dir=output_folder,
+                    binary_threshold=cfg.MODEL.SEM_SEG_HEAD.BINARY_THRESHOLD,
+                )
+            )
         if "coco" in types and "instances" in outputs:
             tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
             evaluators.append(COCOEvaluator(dataset_name, tasks=tasks, output_dir=output_folder))

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..backbone.unet_encoder import DoubleConv, check_norm
-from ..losses import build_sem_seg_loss
+from ..losses import build_sem_seg_loss, sem_seg_loss_options
 
 __all__ = ["UNetHead", "UNetUpBlock"]
 
@@ -97,6 +97,7 @@ class UNetHead(nn.Module):
         loss_type: str = "cross_entropy",
         class_weights: Optional[Sequence[float]] = None,
         upsample: str = "bilinear",
+        loss_options: Optional[Dict[str, object]] = None,
     ):
         """
         Args:
@@ -109,6 +110,8 @@ class UNetHead(nn.Module):
             loss_type: see :func:`seg_plugins.modeling.losses.build_sem_seg_loss`.
             class_weights: K per-class loss weights, or None / [] for uniform weights.
             upsample: "bilinear" or "transposed".
+            loss_options: further keyword options of ``build_sem_seg_loss`` (Dice smooth
+                term, Dice/CE weights, hard-pixel fraction; see MODEL.SEM_SEG_HEAD.*).
         """
         super().__init__()
         if not input_shape:
@@ -126,7 +129,8 @@ class UNetHead(nn.Module):
         self.common_stride = shapes[0][1].stride
         self.loss_weight = loss_weight
         self.loss_fn = build_sem_seg_loss(
-            loss_type, ignore_value, class_weights, num_classes=num_classes
+            loss_type, ignore_value, class_weights, num_classes=num_classes,
+            **(loss_options or {}),
         )
         # One block per skip feature, deepest level first; keyed by the skip's feature name.
         self.decoder = nn.ModuleDict()
@@ -154,6 +158,7 @@ class UNetHead(nn.Module):
             "loss_type": head.LOSS_TYPE,
             "class_weights": list(head.CLASS_WEIGHTS),
             "upsample": cfg.MODEL.UNET.UPSAMPLE,
+            "loss_options": sem_seg_loss_options(cfg),
         }
 
     def forward(self, features: Dict[str, Tensor], targets: Optional[Tensor] = None):
