@@ -11,14 +11,15 @@ Importing this package (1) repairs the detectron2 install where needed (see
     seg_plugins.add_seg_plugins_config(cfg)
     cfg.merge_from_file("configs/shapes/unet_shapes.yaml")
 """
+
 from . import compat
 
-compat.apply()
+compat.apply()  # before anything below imports detectron2.modeling / data / evaluation
 
+# isort: split
+# Registering imports: datasets; backbones, heads and meta-architectures; evaluators.
+from . import data, evaluation, modeling  # noqa: E402,F401
 from .config import add_seg_plugins_config  # noqa: E402
-from . import data  # noqa: E402,F401  registers datasets
-from . import modeling  # noqa: E402,F401  registers backbones, heads, meta-architectures
-from . import evaluation  # noqa: E402,F401
 
 __version__ = "0.1.0"
 __all__ = ["add_seg_plugins_config", "compat", "__version__"]

@@ -3,6 +3,7 @@
 ``add_seg_plugins_config(cfg)`` is idempotent and may run before or after other projects'
 ``add_*_config`` functions and before ``cfg.merge_from_file``.
 """
+
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_seg_plugins_config"]

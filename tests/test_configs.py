@@ -1,10 +1,13 @@
 """Every config file in configs/ loads, builds its model and trains two iterations on a
 tiny synthetic batch (the architecture as configured; only the input is small)."""
+
 import glob
 import math
 import os
 
-import seg_plugins  # noqa: F401
+import seg_plugins  # noqa: F401  (first: repairs detectron2 where needed)
+
+# isort: split
 import pytest
 import torch
 from detectron2.config import get_cfg
@@ -41,7 +44,7 @@ def _batch(cfg, size=64, n=2):
         mask[8:40, 12:44] = True
         if "sem_seg" in outputs:
             num_classes = max(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, 2)
-            item["sem_seg"] = (mask.long() * (num_classes - 1))
+            item["sem_seg"] = mask.long() * (num_classes - 1)
         if "instances" in outputs:
             inst = Instances((size, size))
             inst.gt_boxes = Boxes(torch.tensor([[12.0, 8.0, 44.0, 40.0]]))

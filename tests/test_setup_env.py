@@ -1,4 +1,5 @@
 """tools/setup_env.sh on an environment it already built: idempotent and fast."""
+
 import os
 import subprocess
 import sys
@@ -15,7 +16,9 @@ STAMP = os.path.join(sys.prefix, ".seg_plugins_setup_stamp")
 def test_second_run_is_a_no_op():
     r = subprocess.run(
         ["bash", os.path.join(REPO, "tools", "setup_env.sh")],
-        env=dict(os.environ, SEG_PLUGINS_VENV=sys.prefix), capture_output=True, text=True,
+        env=dict(os.environ, SEG_PLUGINS_VENV=sys.prefix),
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     assert r.returncode == 0, r.stderr

@@ -9,6 +9,7 @@ final shapes_val mIoU (and its ratio to the 85 mIoU target), with the machine it
 
 Medians over --repeats runs (default 1: one run is ~10 minutes on a 2-core CPU).
 """
+
 import argparse
 import json
 import os
@@ -64,7 +65,11 @@ def main():
     miou = statistics.median(r["miou"] for r in runs)
     step = statistics.median(r["step_s"] for r in runs)
     rows = [
-        ("make demo wall time", f"{wall / 60:.1f} min", f"{wall / BUDGET_S:.2f} of the 15 min budget"),
+        (
+            "make demo wall time",
+            f"{wall / 60:.1f} min",
+            f"{wall / BUDGET_S:.2f} of the 15 min budget",
+        ),
         ("median train step (batch 8, 128x128)", f"{step:.3f} s", ""),
         ("shapes_val mIoU", f"{miou:.2f}", f"{miou / TARGET_MIOU:.3f} x the 85.0 target"),
     ]

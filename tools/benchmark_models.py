@@ -8,6 +8,7 @@ FlopCountAnalysis), with the machine it ran on.
 
     python tools/benchmark_models.py [--models unet fcn ...] [--markdown docs/benchmarks_models.md]
 """
+
 import argparse
 import json
 import os
@@ -33,11 +34,12 @@ TARGET_MIOU = 80.0
 
 def size_of(config: str):
     """(parameters in millions, GFLOPs of one 3x512x512 image) of the configured model."""
-    import seg_plugins  # noqa: F401
     import torch
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
     from detectron2.utils.analysis import FlopCountAnalysis
+
+    import seg_plugins  # noqa: F401
 
     cfg = get_cfg()
     seg_plugins.add_seg_plugins_config(cfg)
@@ -57,7 +59,9 @@ def train(name: str, config: str) -> dict:
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "tools/train_net.py", "--config-file", config, "OUTPUT_DIR", out],
-        cwd=REPO, capture_output=True, text=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
@@ -83,7 +87,8 @@ def main():
         ok &= passed
         rows.append(
             f"| {name} | `{config}` | {params:.2f} | {gflops:.1f} | {res['wall_s'] / 60:.1f} "
-            f"({res['wall_s'] / BUDGET_S:.2f}) | {res['miou']:.2f} ({res['miou'] / TARGET_MIOU:.2f})"
+            f"({res['wall_s'] / BUDGET_S:.2f}) | {res['miou']:.2f} "
+            f"({res['miou'] / TARGET_MIOU:.2f})"
             f" | {'yes' if passed else 'NO ' + res.get('error', '')} |"
         )
         print(rows[-1], flush=True)

@@ -8,11 +8,14 @@
 
 All flags are detectron2's (see `--help`); KEY VALUE pairs at the end override the config.
 """
+
 import warnings
 
 # detectron2 v0.6 scripts a few helpers with torch.jit.script, deprecated in torch 2.x; the
 # warning says nothing actionable to a user of this command, so the entry point hides it.
-warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+warnings.filterwarnings(
+    "ignore", message="`torch.jit.script` is deprecated", category=FutureWarning
+)
 
 import seg_plugins  # noqa: F401  first: repairs detectron2 where needed, registers models
 from seg_plugins.engine.cli import main  # noqa: E402

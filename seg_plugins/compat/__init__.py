@@ -15,6 +15,7 @@ without its C++ extension (see README "Installation" and DESIGN.md). Each repair
 ``seg_plugins`` first). Module-level repairs use post-import hooks, so importing this
 package stays cheap and does not import those modules itself.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -109,7 +110,9 @@ def _repair_pillow_linear() -> None:
 
 # --------------------------------------------------------------------------- numpy >= 1.24 / 2
 _NUMPY_ALIASES = {"float": float, "int": int, "bool": bool, "object": object, "str": str}
-_LEGACY_NP_RE = re.compile(r"\bnp\.(float|int|bool|object|str)\b(?![\d_])|np\.array\([^)]*copy=False")
+_LEGACY_NP_RE = re.compile(
+    r"\bnp\.(float|int|bool|object|str)\b(?![\d_])|np\.array\([^)]*copy=False"
+)
 # Modules of detectron2 v0.6 known to use removed numpy aliases or np.array(copy=False);
 # each is checked (by its source) before it is touched.
 _NUMPY_MODULES = (
@@ -157,7 +160,10 @@ def _module_needs_legacy_numpy(module) -> bool:
 def _repair_numpy_aliases() -> None:
     import numpy as np
 
-    if all(hasattr(np, a) for a in _NUMPY_ALIASES) and np.lib.NumpyVersion(np.__version__) < "2.0.0":
+    if (
+        all(hasattr(np, a) for a in _NUMPY_ALIASES)
+        and np.lib.NumpyVersion(np.__version__) < "2.0.0"
+    ):
         return  # numpy < 1.24: the aliases exist and copy=False still means "if possible"
     legacy = _LegacyNumpy(np)
 
@@ -294,7 +300,9 @@ def _repair_export_without_caffe2() -> None:
     def attach(pkg):
         if sys.modules.get("detectron2.export.api") is api:
             pkg.api = api
-            _record("export_api", "detectron2.export.api -> stand-in (no caffe2); Caffe2 names raise")
+            _record(
+                "export_api", "detectron2.export.api -> stand-in (no caffe2); Caffe2 names raise"
+            )
 
     before_import("detectron2.export", put)
     when_imported("detectron2.export", attach)

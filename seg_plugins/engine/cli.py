@@ -6,6 +6,7 @@ trailing ``KEY VALUE`` overrides). Mistakes in the command (a missing config fil
 unknown or mistyped key, an unregistered dataset) end with one line on stderr naming the
 problem and exit status 2, before any process is started.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -55,7 +56,9 @@ def _translate_yacs_error(exc: Exception, cfg: CfgNode, source: str) -> ConfigEr
     for marker in ("Non-existent config key: ", "Non-existent key: "):
         if marker in msg:
             key = msg.split(marker, 1)[1].strip()
-            return ConfigError(f"unknown config key {key} in {source}{_closest(key, _all_keys(cfg))}")
+            return ConfigError(
+                f"unknown config key {key} in {source}{_closest(key, _all_keys(cfg))}"
+            )
     if msg.startswith("Type mismatch"):
         return ConfigError(f"wrong value type in {source}: {msg}")
     return ConfigError(f"invalid config in {source}: {msg}")
@@ -99,7 +102,8 @@ def _check_datasets(cfg: CfgNode) -> None:
         for name in cfg.DATASETS[key]:
             if name not in registered:
                 raise ConfigError(
-                    f"DATASETS.{key}: dataset '{name}' is not registered{_closest(name, registered)}"
+                    f"DATASETS.{key}: dataset '{name}' is not registered"
+                    f"{_closest(name, registered)}"
                     "; register it in DatasetCatalog (see datasets/README.md)"
                 )
 
@@ -110,7 +114,9 @@ def _main_worker(args):
     # default_setup configures the "detectron2" and "fvcore" loggers; ours too.
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="seg_plugins")
     if cfg.MODEL.DEVICE == "cpu" and not torch.cuda.is_available():
-        logger.info("CUDA is not available: running on the CPU (%d threads)", torch.get_num_threads())
+        logger.info(
+            "CUDA is not available: running on the CPU (%d threads)", torch.get_num_threads()
+        )
     if args.eval_only:
         model = Trainer.build_model(cfg)
         checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
@@ -135,7 +141,9 @@ def _log_summary(results) -> None:
         for task, metrics in res.items():
             if not isinstance(metrics, dict):
                 continue
-            keys = [k for k in ("mIoU", "fwIoU", "mACC", "pACC", "mDice", "AP", "AP50") if k in metrics]
+            keys = [
+                k for k in ("mIoU", "fwIoU", "mACC", "pACC", "mDice", "AP", "AP50") if k in metrics
+            ]
             figures = "  ".join(f"{k} {metrics[k]:.2f}" for k in keys)
             logger.info("Final %s%s: %s", f"{dataset} " if dataset else "", task, figures)
 

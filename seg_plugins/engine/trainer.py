@@ -2,6 +2,7 @@
 config and by the dataset's metadata, so that one train_net.py serves semantic models
 (U-Net, FCN, DeepLab) and detectron2's instance models (Mask R-CNN) alike.
 """
+
 from __future__ import annotations
 
 import logging
@@ -9,7 +10,11 @@ import os
 from typing import List, Set
 
 import torch
-from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import (
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
@@ -70,7 +75,8 @@ class Trainer(DefaultTrainer):
         if "sem_seg" in types and "sem_seg" in outputs:
             evaluators.append(
                 SemSegMetricsEvaluator(
-                    dataset_name, output_dir=output_folder,
+                    dataset_name,
+                    output_dir=output_folder,
                     binary_threshold=cfg.MODEL.SEM_SEG_HEAD.BINARY_THRESHOLD,
                 )
             )
@@ -101,6 +107,8 @@ class Trainer(DefaultTrainer):
             weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
         )
         return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
-            params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS),
+            params,
+            lr=cfg.SOLVER.BASE_LR,
+            betas=tuple(cfg.SOLVER.BETAS),
             weight_decay=cfg.SOLVER.WEIGHT_DECAY,
         )

@@ -27,6 +27,7 @@ label are an error naming the file (a 0/255 mask must be mapped to 0/1 first).
 The matrix is accumulated with ``torch.bincount`` on the device the predictions live on
 (no per-image host transfer) and summed across processes with a single all-reduce.
 """
+
 from __future__ import annotations
 
 import json
@@ -178,10 +179,16 @@ class SemSegMetricsEvaluator(DatasetEvaluator):
         self._log_table(res)
         if self._output_dir:
             os.makedirs(self._output_dir, exist_ok=True)
-            payload = {"dataset": self._dataset_name, "metrics": res, "class_names": self._class_names,
-                       "confusion_matrix": conf.tolist()}
-            atomic_write_text(os.path.join(self._output_dir, "sem_seg_evaluation.json"),
-                              json.dumps(payload, indent=1))
+            payload = {
+                "dataset": self._dataset_name,
+                "metrics": res,
+                "class_names": self._class_names,
+                "confusion_matrix": conf.tolist(),
+            }
+            atomic_write_text(
+                os.path.join(self._output_dir, "sem_seg_evaluation.json"),
+                json.dumps(payload, indent=1),
+            )
         return OrderedDict(sem_seg=res)
 
     def _log_table(self, res: dict[str, float]) -> None:
@@ -189,11 +196,18 @@ class SemSegMetricsEvaluator(DatasetEvaluator):
             [name, res[f"IoU-{name}"], res[f"ACC-{name}"], res[f"Dice-{name}"]]
             for name in self._class_names
         ]
-        table = tabulate(rows, headers=["class", "IoU", "Acc", "Dice"], floatfmt=".2f",
-                         tablefmt="pipe")
+        table = tabulate(
+            rows, headers=["class", "IoU", "Acc", "Dice"], floatfmt=".2f", tablefmt="pipe"
+        )
         logger.info(
-            "Semantic segmentation on %s: mIoU %.2f  fwIoU %.2f  mAcc %.2f  pAcc %.2f  mDice %.2f\n%s",
-            self._dataset_name, res["mIoU"], res["fwIoU"], res["mACC"], res["pACC"], res["mDice"],
+            "Semantic segmentation on %s: mIoU %.2f  fwIoU %.2f  mAcc %.2f  pAcc %.2f  "
+            "mDice %.2f\n%s",
+            self._dataset_name,
+            res["mIoU"],
+            res["fwIoU"],
+            res["mACC"],
+            res["pACC"],
+            res["mDice"],
             table,
         )
 
@@ -216,7 +230,12 @@ def metrics_from_confusion(conf: np.ndarray, class_names: Sequence[str]) -> dict
     gt = conf.sum(axis=1)
     pred = conf.sum(axis=0)
     union = gt + pred - tp
-    iou, acc, dice, prec = _ratio(tp, union), _ratio(tp, gt), _ratio(2 * tp, gt + pred), _ratio(tp, pred)
+    iou, acc, dice, prec = (
+        _ratio(tp, union),
+        _ratio(tp, gt),
+        _ratio(2 * tp, gt + pred),
+        _ratio(tp, pred),
+    )
     total = gt.sum()
     valid_union, valid_gt = union > 0, gt > 0
 
@@ -225,7 +244,9 @@ def metrics_from_confusion(conf: np.ndarray, class_names: Sequence[str]) -> dict
 
     res = OrderedDict()
     res["mIoU"] = mean(iou, valid_union)
-    res["fwIoU"] = float(np.sum(iou[valid_gt] * gt[valid_gt]) / total * 100) if total else float("nan")
+    res["fwIoU"] = (
+        float(np.sum(iou[valid_gt] * gt[valid_gt]) / total * 100) if total else float("nan")
+    )
     res["mACC"] = mean(acc, valid_gt)
     res["pACC"] = float(tp.sum() / total * 100) if total else float("nan")
     res["mDice"] = mean(dice, valid_union)
@@ -233,4 +254,3 @@ def metrics_from_confusion(conf: np.ndarray, class_names: Sequence[str]) -> dict
         for key, values in (("IoU", iou), ("ACC", acc), ("Dice", dice), ("Precision", prec)):
             res[f"{key}-{name}"] = float(values[i] * 100)
     return res
-

@@ -3,6 +3,7 @@
 The content goes to a temporary file in the destination's folder, is flushed and fsynced,
 then renamed over the destination (``os.replace`` is atomic on POSIX and Windows).
 """
+
 from __future__ import annotations
 
 import os

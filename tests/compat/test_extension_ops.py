@@ -1,9 +1,12 @@
 """The stand-ins for detectron2's compiled ``_C`` ops, against reference computations."""
+
 import math
 import subprocess
 import sys
 
 import seg_plugins  # noqa: F401  (first: applies the compat repairs)
+
+# isort: split
 import pytest
 import torch
 import torch.nn.functional as F
@@ -43,7 +46,7 @@ def test_fallback_module_names_missing_ops():
 
     assert "fallback" in _C.get_compiler_version()
     with pytest.raises(RuntimeError, match="COCOevalAccumulate"):
-        _C.COCOevalAccumulate
+        _C.COCOevalAccumulate()
     from detectron2.evaluation import coco_evaluation
     from pycocotools.cocoeval import COCOeval
 
@@ -69,7 +72,10 @@ def _deform_conv_reference(x, offset, weight, bias, stride, pad, dil, dg, mask=N
         grid = torch.stack([px / (w - 1) * 2 - 1, py / (h - 1) * 2 - 1], dim=-1)
         xg = x.view(b * dg, c // dg, h, w)
         sampled = F.grid_sample(
-            xg, grid.view(b * dg, ho, wo, 2), mode="bilinear", padding_mode="zeros",
+            xg,
+            grid.view(b * dg, ho, wo, 2),
+            mode="bilinear",
+            padding_mode="zeros",
             align_corners=True,
         ).view(b, dg, c // dg, ho, wo)
         if mask is not None:
@@ -87,8 +93,16 @@ def _deform_conv_reference(x, offset, weight, bias, stride, pad, dil, dg, mask=N
 @pytest.mark.parametrize("groups,dg,stride", [(1, 1, 1), (2, 2, 2)])
 def test_deform_conv_matches_reference_forward_and_backward(groups, dg, stride):
     torch.manual_seed(0)
-    conv = DeformConv(4, 6, kernel_size=3, stride=stride, padding=1, groups=groups,
-                      deformable_groups=dg, bias=False).double()
+    conv = DeformConv(
+        4,
+        6,
+        kernel_size=3,
+        stride=stride,
+        padding=1,
+        groups=groups,
+        deformable_groups=dg,
+        bias=False,
+    ).double()
     x = torch.randn(2, 4, 9, 11, dtype=torch.float64, requires_grad=True)
     ho, wo = (9 + 2 - 3) // stride + 1, (11 + 2 - 3) // stride + 1
     offset = (torch.randn(2, 2 * dg * 9, ho, wo, dtype=torch.float64) * 1.5).requires_grad_()

@@ -1,9 +1,12 @@
 """Each source-level repair: the detectron2 v0.6 code path it fixes now runs."""
+
 import importlib.util
 import subprocess
 import sys
 
 import seg_plugins  # noqa: F401  (first: applies the compat repairs)
+
+# isort: split
 import numpy as np
 import pytest
 import torch
@@ -32,7 +35,13 @@ def test_pillow_linear_default_argument():
 
 
 def test_legacy_numpy_regex_matches_only_removed_aliases():
-    for bad in ("np.float)", "dtype=np.int)", ".astype(np.bool)", "np.str)", "np.array(m, copy=False)"):
+    for bad in (
+        "np.float)",
+        "dtype=np.int)",
+        ".astype(np.bool)",
+        "np.str)",
+        "np.array(m, copy=False)",
+    ):
         assert _LEGACY_NP_RE.search(bad), bad
     for good in ("np.float32", "np.int64", "np.bool_", "np.floating", "np.array(m)", "np.integer"):
         assert not _LEGACY_NP_RE.search(good), good
@@ -93,7 +102,9 @@ def test_model_zoo_without_pkg_resources():
 def test_importlib_abc_for_detectron2_projects():
     bare = _run("import importlib; importlib.abc")
     assert bare.returncode != 0  # Python 3.11 does not import it as a side effect
-    r = _run("import seg_plugins, importlib; importlib.abc.MetaPathFinder; import detectron2.projects")
+    r = _run(
+        "import seg_plugins, importlib; importlib.abc.MetaPathFinder; import detectron2.projects"
+    )
     assert r.returncode == 0, r.stderr
 
 

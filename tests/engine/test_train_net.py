@@ -1,12 +1,15 @@
 """End to end through the real entry point: tools/train_net.py's main, detectron2's
 DefaultTrainer, DatasetCatalog, checkpointer and evaluators, on a tiny generated dataset."""
+
 import json
 import math
 import os
 import subprocess
 import sys
 
-import seg_plugins  # noqa: F401
+import seg_plugins  # noqa: F401  (first: repairs detectron2 where needed)
+
+# isort: split
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -35,23 +38,54 @@ def _cfg(config_file, output_dir, *opts):
     add_seg_plugins_config(cfg)
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(
-        ["DATASETS.TRAIN", (f"{TINY}_train",), "DATASETS.TEST", (f"{TINY}_val",),
-         "OUTPUT_DIR", str(output_dir), "MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", 0,
-         *opts]
+        [
+            "DATASETS.TRAIN",
+            (f"{TINY}_train",),
+            "DATASETS.TEST",
+            (f"{TINY}_val",),
+            "OUTPUT_DIR",
+            str(output_dir),
+            "MODEL.DEVICE",
+            "cpu",
+            "DATALOADER.NUM_WORKERS",
+            0,
+            *opts,
+        ]
     )
     return cfg
 
 
-UNET_SMALL = ["MODEL.UNET.BASE_CHANNELS", 4, "MODEL.UNET.DEPTH", 3, "SOLVER.IMS_PER_BATCH", 2,
-              "SOLVER.WARMUP_ITERS", 2, "TEST.EVAL_PERIOD", 0]
+UNET_SMALL = [
+    "MODEL.UNET.BASE_CHANNELS",
+    4,
+    "MODEL.UNET.DEPTH",
+    3,
+    "SOLVER.IMS_PER_BATCH",
+    2,
+    "SOLVER.WARMUP_ITERS",
+    2,
+    "TEST.EVAL_PERIOD",
+    0,
+]
 
 
 @pytest.mark.slow
 def test_unet_trains_checkpoints_evaluates_and_resumes(tiny_shapes, tmp_path):
     out = tmp_path / "unet"
-    opts = ["DATASETS.TRAIN", f"('{TINY}_train',)", "DATASETS.TEST", f"('{TINY}_val',)",
-            "OUTPUT_DIR", str(out), "DATALOADER.NUM_WORKERS", "0",
-            "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "3"]
+    opts = [
+        "DATASETS.TRAIN",
+        f"('{TINY}_train',)",
+        "DATASETS.TEST",
+        f"('{TINY}_val',)",
+        "OUTPUT_DIR",
+        str(out),
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "SOLVER.MAX_ITER",
+        "6",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "3",
+    ]
     opts += [str(v) for v in UNET_SMALL]
     main(["--config-file", UNET_CFG, *opts])
 
@@ -79,11 +113,26 @@ def test_unet_trains_checkpoints_evaluates_and_resumes(tiny_shapes, tmp_path):
 @pytest.mark.slow
 def test_mask_rcnn_trains_and_coco_evaluates(tiny_shapes, tmp_path):
     cfg = _cfg(
-        MASK_RCNN_CFG, tmp_path / "mrcnn",
-        "SOLVER.MAX_ITER", 4, "SOLVER.IMS_PER_BATCH", 2, "SOLVER.WARMUP_ITERS", 1,
-        "SOLVER.CHECKPOINT_PERIOD", 2, "INPUT.MIN_SIZE_TRAIN", (64,), "INPUT.MAX_SIZE_TRAIN", 64,
-        "INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 64,
-        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,
+        MASK_RCNN_CFG,
+        tmp_path / "mrcnn",
+        "SOLVER.MAX_ITER",
+        4,
+        "SOLVER.IMS_PER_BATCH",
+        2,
+        "SOLVER.WARMUP_ITERS",
+        1,
+        "SOLVER.CHECKPOINT_PERIOD",
+        2,
+        "INPUT.MIN_SIZE_TRAIN",
+        (64,),
+        "INPUT.MAX_SIZE_TRAIN",
+        64,
+        "INPUT.MIN_SIZE_TEST",
+        64,
+        "INPUT.MAX_SIZE_TEST",
+        64,
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        0.0,
     )
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
@@ -104,7 +153,10 @@ def test_mask_rcnn_trains_and_coco_evaluates(tiny_shapes, tmp_path):
 def _cli(*args):
     return subprocess.run(
         [sys.executable, os.path.join(REPO, "tools", "train_net.py"), *args],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
 
 
@@ -112,11 +164,15 @@ def _cli(*args):
     "args,expected",
     [
         (["--config-file", "configs/does_not_exist.yaml"], "config file not found"),
-        (["--config-file", UNET_CFG, "MODEL.UNET.BASE_CHANEL", "8"],
-         "unknown config key MODEL.UNET.BASE_CHANEL in the command-line overrides "
-         "(did you mean MODEL.UNET.BASE_CHANNELS?)"),
-        (["--config-file", UNET_CFG, "DATASETS.TRAIN", "('shapes_trian',)"],
-         "dataset 'shapes_trian' is not registered (did you mean shapes_train?)"),
+        (
+            ["--config-file", UNET_CFG, "MODEL.UNET.BASE_CHANEL", "8"],
+            "unknown config key MODEL.UNET.BASE_CHANEL in the command-line overrides "
+            "(did you mean MODEL.UNET.BASE_CHANNELS?)",
+        ),
+        (
+            ["--config-file", UNET_CFG, "DATASETS.TRAIN", "('shapes_trian',)"],
+            "dataset 'shapes_trian' is not registered (did you mean shapes_train?)",
+        ),
         (["--config-file", UNET_CFG, "SOLVER.MAX_ITER", "many"], "wrong value type"),
     ],
 )
@@ -134,10 +190,26 @@ def test_eval_only_on_the_registered_shapes_val(tmp_path):
     env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"))
     out = tmp_path / "eval"
     r = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file", UNET_CFG,
-         "--eval-only", "MODEL.UNET.BASE_CHANNELS", "4", "MODEL.UNET.DEPTH", "2",
-         "OUTPUT_DIR", str(out), "DATALOADER.NUM_WORKERS", "0"],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "train_net.py"),
+            "--config-file",
+            UNET_CFG,
+            "--eval-only",
+            "MODEL.UNET.BASE_CHANNELS",
+            "4",
+            "MODEL.UNET.DEPTH",
+            "2",
+            "OUTPUT_DIR",
+            str(out),
+            "DATALOADER.NUM_WORKERS",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert (tmp_path / "datasets" / "shapes" / "val" / ".complete").is_file()

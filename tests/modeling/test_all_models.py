@@ -1,5 +1,6 @@
 """One parametrized test over every registered semantic model: odd sizes, 1-channel input,
 a gradient for every parameter, no NaN, a deterministic loss under a fixed seed."""
+
 import os
 
 import seg_plugins  # noqa: F401
@@ -98,6 +99,7 @@ def test_one_channel_input(case):
 def test_loss_options_reach_the_head(case):
     """MODEL.SEM_SEG_HEAD.* loss keys take effect in every model: Dice+CE weighted [0, 1]
     is the Dice loss, and a binary (1-channel) model trains with it."""
+
     def loss(*opts):
         cfg = _cfg(case, *opts)
         torch.manual_seed(0)
@@ -105,8 +107,14 @@ def test_loss_options_reach_the_head(case):
         return model(_batch(3, 2))["loss_sem_seg"]
 
     dice = loss("MODEL.SEM_SEG_HEAD.LOSS_TYPE", "dice", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", 4)
-    mixed = loss("MODEL.SEM_SEG_HEAD.LOSS_TYPE", "dice_ce", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", 4,
-                 "MODEL.SEM_SEG_HEAD.DICE_CE_WEIGHTS", [0.0, 1.0])
+    mixed = loss(
+        "MODEL.SEM_SEG_HEAD.LOSS_TYPE",
+        "dice_ce",
+        "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+        4,
+        "MODEL.SEM_SEG_HEAD.DICE_CE_WEIGHTS",
+        [0.0, 1.0],
+    )
     torch.testing.assert_close(mixed, dice)
     binary = loss("MODEL.SEM_SEG_HEAD.LOSS_TYPE", "dice_ce", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", 1)
     assert torch.isfinite(binary)

@@ -160,7 +160,9 @@ class ASPPPlusHead(SemSegHeadBase):
 
     Example::
 
-        shapes = {"res2": ShapeSpec(channels=8, stride=4), "res5": ShapeSpec(channels=32, stride=16)}
+        shapes = {
+            "res2": ShapeSpec(channels=8, stride=4), "res5": ShapeSpec(channels=32, stride=16)
+        }
         head = ASPPPlusHead(shapes, num_classes=3, channels=16, decoder_channels=16).eval()
         features = {"res2": torch.randn(2, 8, 12, 13), "res5": torch.randn(2, 32, 3, 4)}
         logits, _ = head(features)

@@ -9,6 +9,7 @@ own (H, W) and resizes them to its "height" x "width") plus an optional auxiliar
 is used in training only (the FCN head on res4 of PSPNet / DeepLab / mmsegmentation, whose
 loss is reported as ``loss_aux``).
 """
+
 from typing import Dict, Optional, Sequence
 
 from detectron2.config import configurable
@@ -50,7 +51,9 @@ class EncoderDecoderSegmentor(SemanticSegmentor):
         """
         check_pixel_stats(pixel_mean, pixel_std, "pixel_mean", "pixel_std")
         super().__init__(
-            backbone=backbone, sem_seg_head=sem_seg_head, pixel_mean=pixel_mean,
+            backbone=backbone,
+            sem_seg_head=sem_seg_head,
+            pixel_mean=pixel_mean,
             pixel_std=pixel_std,
         )
         self.aux_head = aux_head

@@ -9,10 +9,11 @@ MODEL.SEM_SEG_HEAD and MODEL.UNET (MODEL.SEM_SEG_HEAD.NAME is not read). To put 
 decoder behind another backbone, use detectron2's "SemanticSegmentor" with
 MODEL.SEM_SEG_HEAD.NAME: "UNetHead" instead.
 
-Everything else is :class:`EncoderDecoderSegmentor` (detectron2's ``SemanticSegmentor``):
-per-channel normalisation with MODEL.PIXEL_MEAN / PIXEL_STD, padding of the batch to ``size_divisibility = 2**DEPTH``
-(images with 0, targets with ``ignore_value``), and ``sem_seg_postprocess``, which crops each
-image's logits back to its own (H, W) and resizes them to its "height" x "width" if given.
+Everything else is :class:`EncoderDecoderSegmentor` (detectron2's SemanticSegmentor):
+per-channel normalisation with MODEL.PIXEL_MEAN / PIXEL_STD, padding of the batch to
+``size_divisibility = 2**DEPTH`` (images with 0, targets with ``ignore_value``), and
+``sem_seg_postprocess``, which crops each image's logits back to its own (H, W) and resizes
+them to its "height" x "width" if given.
 """
 
 from typing import Sequence
