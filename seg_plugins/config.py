@@ -106,6 +106,8 @@ def add_seg_plugins_config(cfg: CN) -> CN:
     # --- solver ---------------------------------------------------------------------------
     _setdefault(cfg.SOLVER, "OPTIMIZER", "SGD")  # "SGD" (detectron2's) or "AdamW"
     _setdefault(cfg.SOLVER, "BETAS", [0.9, 0.999])  # AdamW betas
+    # LR_SCHEDULER_NAME may also be "WarmupPolyLR": lr * (1 - iter / MAX_ITER) ** this power.
+    _setdefault(cfg.SOLVER, "POLY_LR_POWER", 0.9)
 
     if was_frozen:
         cfg.freeze()

@@ -17,7 +17,10 @@ from detectron2.data import (
 )
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators
+from detectron2.solver import LRMultiplier
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.solver.lr_scheduler import WarmupParamScheduler
+from fvcore.common.param_scheduler import PolynomialDecayParamScheduler
 
 from ..data import SemSegDatasetMapper
 from ..evaluation import SemSegMetricsEvaluator
@@ -112,3 +115,20 @@ class Trainer(DefaultTrainer):
             betas=tuple(cfg.SOLVER.BETAS),
             weight_decay=cfg.SOLVER.WEIGHT_DECAY,
         )
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        """detectron2's schedules plus "WarmupPolyLR": lr = base * (1 - t / T) ** power
+        (SOLVER.POLY_LR_POWER, 0.9 in DeepLab / mmsegmentation), after the usual warm-up.
+        detectron2 v0.6 has it only inside projects/deeplab; fvcore's polynomial decay and
+        detectron2's warm-up wrapper compose it."""
+        if cfg.SOLVER.LR_SCHEDULER_NAME != "WarmupPolyLR":
+            return super().build_lr_scheduler(cfg, optimizer)
+        sched = PolynomialDecayParamScheduler(1.0, cfg.SOLVER.POLY_LR_POWER)
+        sched = WarmupParamScheduler(
+            sched,
+            cfg.SOLVER.WARMUP_FACTOR,
+            min(cfg.SOLVER.WARMUP_ITERS / cfg.SOLVER.MAX_ITER, 1.0),
+            cfg.SOLVER.WARMUP_METHOD,
+        )
+        return LRMultiplier(optimizer, multiplier=sched, max_iter=cfg.SOLVER.MAX_ITER)
