@@ -33,9 +33,11 @@ features are exactly (H / s_i, W / s_i) only when H, W are multiples of OS:
 from collections.abc import Callable, Sequence
 
 from detectron2.config import configurable
-from detectron2.layers import ShapeSpec, get_norm
+from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
+
+from ..norm import check_norm
 
 __all__ = [
     "DilatedBasicBlock",
@@ -149,7 +151,7 @@ class DilatedResNet(ResNet):
             freeze_at: number of leading stages (stem = 1, res2 = 2, ...) to freeze.
         """
         _check_args(depth, in_channels, output_stride, multi_grid, out_features, num_groups)
-        _check_norm(norm, stem_out_channels)
+        check_norm(norm, stem_out_channels, "MODEL.RESNETS.NORM", "MODEL.RESNETS.STEM_OUT_CHANNELS")
         blocks_per_stage = BLOCKS_PER_STAGE[depth]
         plan = stage_strides_and_dilations(output_stride, blocks_per_stage, multi_grid)
         stem = BasicStem(in_channels=in_channels, out_channels=stem_out_channels, norm=norm)
@@ -256,17 +258,6 @@ def _check_args(depth, in_channels, output_stride, multi_grid, out_features, num
             f"MODEL.RESNETS.NUM_GROUPS={num_groups} needs bottleneck blocks; set it to 1 for "
             f"ResNet-{depth} or MODEL.RESNETS.DEPTH to 50 or more"
         )
-
-
-def _check_norm(norm, channels: int) -> None:
-    """Raise naming MODEL.RESNETS.NORM if detectron2's get_norm cannot build it."""
-    try:
-        get_norm(norm, channels)
-    except (KeyError, ValueError) as e:
-        raise ValueError(
-            f"MODEL.RESNETS.NORM={norm!r} cannot normalise {channels} channels ({e}); use "
-            f"'BN', 'SyncBN', 'FrozenBN', 'GN' (channels a multiple of 32) or ''"
-        ) from None
 
 
 def _check_unsupported_resnet_keys(resnets) -> None:

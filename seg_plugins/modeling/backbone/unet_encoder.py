@@ -22,28 +22,11 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["DoubleConv", "UNetEncoder", "build_unet_encoder_backbone", "check_norm"]
+from ..norm import check_norm
+
+__all__ = ["DoubleConv", "UNetEncoder", "build_unet_encoder_backbone"]
 
 # detectron2.layers.get_norm("GN", c) builds nn.GroupNorm(32, c).
-_GN_GROUPS = 32
-
-
-def check_norm(norm: Union[str, Callable, None], channels: int, key: str) -> None:
-    """Raise, naming config ``key``, if ``get_norm(norm, channels)`` would fail or crash later."""
-    if norm == "GN" and channels % _GN_GROUPS != 0:
-        raise ValueError(
-            f"{key}='GN' uses {_GN_GROUPS} groups (detectron2.layers.get_norm), which do not "
-            f"divide a layer of {channels} channels; use channel counts that are multiples "
-            f"of {_GN_GROUPS} (e.g. MODEL.UNET.BASE_CHANNELS: 32) or set {key} to 'BN' or ''"
-        )
-    if isinstance(norm, str) and norm:
-        try:
-            get_norm(norm, channels)
-        except KeyError:
-            raise ValueError(
-                f"unknown {key}={norm!r}; use one of '', 'BN', 'SyncBN', 'FrozenBN', 'GN' "
-                f"(detectron2.layers.get_norm)"
-            ) from None
 
 
 class DoubleConv(nn.Sequential):
@@ -110,7 +93,7 @@ class UNetEncoder(Backbone):
             for i in range(depth + 1)
         ]
         for c in set(channels):
-            check_norm(norm, c, "MODEL.UNET.NORM")
+            check_norm(norm, c, "MODEL.UNET.NORM", "MODEL.UNET.BASE_CHANNELS")
         self._depth = depth
         self._out_features: List[str] = [f"enc{i}" for i in range(depth + 1)]
         self._out_feature_channels: Dict[str, int] = dict(zip(self._out_features, channels))

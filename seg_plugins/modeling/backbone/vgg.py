@@ -40,7 +40,7 @@ from fvcore.nn import weight_init
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .unet_encoder import _GN_GROUPS, check_norm
+from ..norm import check_norm
 
 __all__ = ["VGG16_FEATURES", "VGG16Backbone", "build_vgg16_backbone"]
 
@@ -102,7 +102,7 @@ class VGG16Backbone(Backbone):
         _check_args(in_channels, base_channels, fc_channels, fc6_kernel, dropout, out_features)
         widths = [base_channels * mult for _, mult in _STAGES]
         for channels in sorted(set(widths + [fc_channels])):
-            _check_norm(norm, channels)
+            check_norm(norm, channels, "MODEL.VGG.NORM", "MODEL.VGG.BASE_CHANNELS / FC_CHANNELS")
         self._dropout = dropout
         self._out_features: list[str] = [n for n in _BLOCK_ORDER if n in out_features]
         deepest = max(_BLOCK_ORDER.index(n) for n in out_features)
@@ -188,16 +188,6 @@ def _conv(in_channels: int, out_channels: int, kernel: int, norm) -> Conv2d:
     )
     weight_init.c2_msra_fill(conv)  # kaiming normal, fan_out, zero bias
     return conv
-
-
-def _check_norm(norm, channels: int) -> None:
-    if norm == "GN" and channels % _GN_GROUPS != 0:
-        raise ValueError(
-            f"MODEL.VGG.NORM='GN' uses {_GN_GROUPS} groups, which do not divide a layer of "
-            f"{channels} channels; make MODEL.VGG.BASE_CHANNELS and MODEL.VGG.FC_CHANNELS "
-            f"multiples of {_GN_GROUPS}, or set MODEL.VGG.NORM to 'BN' or ''"
-        )
-    check_norm(norm, channels, "MODEL.VGG.NORM")
 
 
 def _check_args(in_channels, base_channels, fc_channels, fc6_kernel, dropout, out_features):

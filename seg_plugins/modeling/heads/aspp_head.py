@@ -34,10 +34,10 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from ..backbone.unet_encoder import DoubleConv
+from ..norm import check_norm
 from .fcn_head import (
     SemSegHeadBase,
     build_predictor,
-    check_head_norm,
     select_feature,
     sem_seg_head_args,
 )
@@ -57,7 +57,7 @@ def _aspp(in_channels: int, channels: int, dilations, dropout: float, norm) -> A
             f"MODEL.ASPP.CHANNELS={channels} and MODEL.ASPP.DROPOUT={dropout}: need "
             f"CHANNELS >= 1 and 0 <= DROPOUT < 1"
         )
-    check_head_norm(norm, channels, "MODEL.ASPP.NORM")
+    check_norm(norm, channels, "MODEL.ASPP.NORM")
     return ASPP(
         in_channels, channels, list(dilations), norm=norm, activation=F.relu, dropout=dropout
     )
@@ -224,7 +224,7 @@ class ASPPPlusHead(SemSegHeadBase):
         self.low_level_feature = low_level_feature
         self.aspp = _aspp(shape.channels, channels, dilations, dropout, norm)
         for width in (low_level_channels, decoder_channels):
-            check_head_norm(norm, width, "MODEL.ASPP.NORM")
+            check_norm(norm, width, "MODEL.ASPP.NORM")
         self.low_level_project = Conv2d(
             low.channels,
             low_level_channels,

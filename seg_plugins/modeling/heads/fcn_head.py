@@ -26,13 +26,13 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..losses import build_sem_seg_loss, sem_seg_loss_options
+from ..norm import check_norm
 
 __all__ = [
     "FCNHead",
     "SemSegHeadBase",
     "build_aux_head",
     "build_predictor",
-    "check_head_norm",
     "select_feature",
     "sem_seg_head_args",
 ]
@@ -46,17 +46,6 @@ def select_feature(input_shape: dict[str, ShapeSpec], name: str, key: str) -> Sh
             f"(check MODEL.BACKBONE.NAME and its OUT_FEATURES)"
         )
     return input_shape[name]
-
-
-def check_head_norm(norm: str | Callable | None, channels: int, key: str) -> None:
-    """Raise, naming config ``key``, if detectron2's ``get_norm(norm, channels)`` fails."""
-    try:
-        get_norm(norm, channels)
-    except (KeyError, ValueError) as e:
-        raise ValueError(
-            f"{key}={norm!r} cannot normalise a layer of {channels} channels ({e}); use 'BN', "
-            f"'SyncBN', 'GN' (channels a multiple of 32) or '' (detectron2.layers.get_norm)"
-        ) from None
 
 
 class SemSegHeadBase(nn.Module):
@@ -191,7 +180,7 @@ class FCNHead(SemSegHeadBase):
                 f"need channels >= 1 and 0 <= dropout < 1; set MODEL.FCN.CHANNELS / "
                 f"MODEL.AUX_HEAD.CHANNELS and MODEL.FCN.DROPOUT"
             )
-        check_head_norm(norm, channels, "MODEL.FCN.NORM")
+        check_norm(norm, channels, "MODEL.FCN.NORM")
         self.in_feature = in_feature
         self.conv = Conv2d(
             shape.channels,

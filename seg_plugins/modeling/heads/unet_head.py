@@ -27,8 +27,9 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..backbone.unet_encoder import DoubleConv, check_norm
+from ..backbone.unet_encoder import DoubleConv
 from ..losses import build_sem_seg_loss, sem_seg_loss_options
+from ..norm import check_norm
 
 __all__ = ["UNetHead", "UNetUpBlock"]
 
@@ -135,7 +136,7 @@ class UNetHead(nn.Module):
         # One block per skip feature, deepest level first; keyed by the skip's feature name.
         self.decoder = nn.ModuleDict()
         for (skip_name, skip), (deep_name, deep) in reversed(list(zip(shapes, shapes[1:]))):
-            check_norm(norm, skip.channels, "MODEL.UNET.NORM")
+            check_norm(norm, skip.channels, "MODEL.UNET.NORM", "MODEL.UNET.BASE_CHANNELS")
             self.decoder[skip_name] = UNetUpBlock(
                 deep.channels,
                 skip.channels,

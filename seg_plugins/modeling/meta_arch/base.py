@@ -10,7 +10,7 @@ is used in training only (the FCN head on res4 of PSPNet / DeepLab / mmsegmentat
 loss is reported as ``loss_aux``).
 """
 
-from typing import Dict, Optional, Sequence
+from typing import Optional, Sequence
 
 from detectron2.config import configurable
 from detectron2.modeling import Backbone, SemanticSegmentor
@@ -18,7 +18,7 @@ from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 from torch import nn
 
-__all__ = ["EncoderDecoderSegmentor", "check_pixel_stats", "feature_shapes"]
+__all__ = ["EncoderDecoderSegmentor", "check_pixel_stats"]
 
 
 class EncoderDecoderSegmentor(SemanticSegmentor):
@@ -98,15 +98,3 @@ def check_pixel_stats(mean: Sequence[float], std: Sequence[float], mean_key, std
     if any(s == 0 for s in std):
         raise ValueError(f"{std_key}={list(std)} contains 0; every channel needs a std > 0")
 
-
-def feature_shapes(backbone: Backbone, names: Sequence[str], key: str) -> Dict:
-    """``{name: ShapeSpec}`` of the backbone outputs ``names``; a clear error naming ``key``
-    if one is missing."""
-    shapes = backbone.output_shape()
-    missing = [n for n in names if n not in shapes]
-    if missing:
-        raise ValueError(
-            f"{key}={list(names)}: the backbone has no output {missing}; it returns "
-            f"{sorted(shapes)} (check MODEL.BACKBONE.NAME and its OUT_FEATURES)"
-        )
-    return {n: shapes[n] for n in names}
