@@ -35,12 +35,8 @@ from torch.nn import functional as F
 
 from ..backbone.unet_encoder import DoubleConv
 from ..norm import check_norm
-from .fcn_head import (
-    SemSegHeadBase,
-    build_predictor,
-    select_feature,
-    sem_seg_head_args,
-)
+from .base import SemSegHeadBase, select_feature
+from .fcn_head import build_predictor, sem_seg_head_args
 
 __all__ = ["ASPPHead", "ASPPPlusHead"]
 

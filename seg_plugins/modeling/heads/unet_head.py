@@ -28,8 +28,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..backbone.unet_encoder import DoubleConv
-from ..losses import build_sem_seg_loss, sem_seg_loss_options
+from ..losses import sem_seg_loss_options
 from ..norm import check_norm
+from .base import SemSegHeadBase
 
 __all__ = ["UNetHead", "UNetUpBlock"]
 
@@ -71,7 +72,7 @@ class UNetUpBlock(nn.Module):
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
-class UNetHead(nn.Module):
+class UNetHead(SemSegHeadBase):
     """U-Net decoder following detectron2's semantic head contract (like SemSegFPNHead).
 
     ``forward(features, targets)`` returns ``(None, {"loss_sem_seg": loss})`` in training and
@@ -114,7 +115,6 @@ class UNetHead(nn.Module):
             loss_options: further keyword options of ``build_sem_seg_loss`` (Dice smooth
                 term, Dice/CE weights, hard-pixel fraction; see MODEL.SEM_SEG_HEAD.*).
         """
-        super().__init__()
         if not input_shape:
             raise ValueError("UNetHead(input_shape=) is empty; the backbone returned no feature")
         if upsample not in UPSAMPLE_MODES:
@@ -122,17 +122,17 @@ class UNetHead(nn.Module):
                 f"unknown upsample={upsample!r}; set MODEL.UNET.UPSAMPLE to one of "
                 f"{list(UPSAMPLE_MODES)}"
             )
-        if num_classes < 1:
-            raise ValueError(f"num_classes={num_classes}; set MODEL.SEM_SEG_HEAD.NUM_CLASSES >= 1")
         shapes = sorted(input_shape.items(), key=lambda kv: kv[1].stride)
-        self.in_features = [name for name, _ in shapes]
-        self.ignore_value = ignore_value
-        self.common_stride = shapes[0][1].stride
-        self.loss_weight = loss_weight
-        self.loss_fn = build_sem_seg_loss(
-            loss_type, ignore_value, class_weights, num_classes=num_classes,
-            **(loss_options or {}),
+        super().__init__(
+            num_classes=num_classes,
+            common_stride=shapes[0][1].stride,
+            ignore_value=ignore_value,
+            loss_weight=loss_weight,
+            loss_type=loss_type,
+            class_weights=class_weights,
+            loss_options=loss_options,
         )
+        self.in_features = [name for name, _ in shapes]
         # One block per skip feature, deepest level first; keyed by the skip's feature name.
         self.decoder = nn.ModuleDict()
         for (skip_name, skip), (deep_name, deep) in reversed(list(zip(shapes, shapes[1:]))):
@@ -162,46 +162,12 @@ class UNetHead(nn.Module):
             "loss_options": sem_seg_loss_options(cfg),
         }
 
-    def forward(self, features: Dict[str, Tensor], targets: Optional[Tensor] = None):
-        """
-        Args:
-            features: name -> tensor of shape (N, C_i, H_i, W_i), as described by input_shape.
-            targets: of shape (N, H, W), int64; required in training.
-
-        Returns:
-            In training ``(None, {"loss_sem_seg": scalar})``; in eval ``(logits, {})`` with
-            logits of shape (N, K, common_stride * H_0, common_stride * W_0).
-        """
-        x = self.layers(features)
-        if self.training:
-            if targets is None:
-                raise ValueError("UNetHead needs targets in training; give inputs a 'sem_seg'")
-            return None, self.losses(x, targets)
-        if self.common_stride != 1:
-            x = F.interpolate(
-                x, scale_factor=self.common_stride, mode="bilinear", align_corners=False
-            )
-        return x, {}
-
     def layers(self, features: Dict[str, Tensor]) -> Tensor:
         """Decode ``features`` to logits of shape (N, K, H_0, W_0) (the finest feature's size)."""
         x = features[self.in_features[-1]]
         for skip_name, block in self.decoder.items():
             x = block(x, features[skip_name])
         return self.predictor(x)
-
-    def losses(self, predictions: Tensor, targets: Tensor) -> Dict[str, Tensor]:
-        """
-        Args:
-            predictions: logits of shape (N, K, h, w), resized to (H, W) here if they differ.
-            targets: of shape (N, H, W), int64 class ids or ``ignore_value``.
-        """
-        predictions = predictions.float()  # https://github.com/pytorch/pytorch/issues/48163
-        if predictions.shape[-2:] != targets.shape[-2:]:
-            predictions = F.interpolate(
-                predictions, size=targets.shape[-2:], mode="bilinear", align_corners=False
-            )
-        return {"loss_sem_seg": self.loss_fn(predictions, targets) * self.loss_weight}
 
 
 def _stride_ratio(deep_name, deep: ShapeSpec, skip_name, skip: ShapeSpec, upsample: str) -> int:
