@@ -34,12 +34,13 @@ TARGET_MIOU = 80.0
 
 def size_of(config: str):
     """(parameters in millions, GFLOPs of one 3x512x512 image) of the configured model."""
+    import seg_plugins  # noqa: F401  (first: repairs detectron2 where needed)
+
+    # isort: split
     import torch
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
     from detectron2.utils.analysis import FlopCountAnalysis
-
-    import seg_plugins  # noqa: F401
 
     cfg = get_cfg()
     seg_plugins.add_seg_plugins_config(cfg)
