@@ -19,6 +19,7 @@ from detectron2.modeling import (
     build_model,
     build_sem_seg_head,
 )
+from seg_model_checks import make_inputs
 
 from seg_plugins.modeling.backbone import DilatedResNet
 from seg_plugins.modeling.backbone.dilated_resnet import stage_strides_and_dilations
@@ -56,16 +57,7 @@ def _cfg(arch="FCN", **overrides):
 
 
 def _inputs(sizes=ODD_SIZES, channels=3, seed=0, with_targets=True):
-    gen = torch.Generator().manual_seed(seed)
-    inputs = []
-    for h, w in sizes:
-        item = {"image": torch.randint(0, 256, (channels, h, w), generator=gen).to(torch.uint8)}
-        if with_targets:
-            target = torch.randint(0, NUM_CLASSES, (h, w), generator=gen)
-            target[: h // 5] = 255  # some ignored pixels
-            item["sem_seg"] = target
-        inputs.append(item)
-    return inputs
+    return make_inputs(sizes, NUM_CLASSES, channels, seed, with_targets)
 
 
 def _train_step_checks(

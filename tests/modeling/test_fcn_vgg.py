@@ -20,6 +20,7 @@ from detectron2.modeling import (
     SemanticSegmentor,
     build_model,
 )
+from seg_model_checks import make_inputs, train_step_checks
 from torch.nn import functional as F
 
 from seg_plugins.modeling import convert_vgg
@@ -51,28 +52,12 @@ def _cfg(skips="8s", norm="BN", **vgg):
 
 
 def _inputs(sizes=SIZES, channels=3, seed=0, with_targets=True):
-    gen = torch.Generator().manual_seed(seed)
-    inputs = []
-    for h, w in sizes:
-        item = {"image": torch.randint(0, 256, (channels, h, w), generator=gen).to(torch.uint8)}
-        if with_targets:
-            target = torch.randint(0, NUM_CLASSES, (h, w), generator=gen)
-            target[: h // 5] = 255  # some ignored pixels
-            item["sem_seg"] = target
-        inputs.append(item)
-    return inputs
+    return make_inputs(sizes, NUM_CLASSES, channels, seed, with_targets)
 
 
 def _train_step_checks(model, inputs):
-    model.train()
-    losses = model(inputs)
-    assert set(losses) == {"loss_sem_seg"}
-    loss = sum(losses.values())
-    assert torch.isfinite(loss)
-    loss.backward()
+    train_step_checks(model, inputs)
     for name, param in model.named_parameters():
-        assert param.grad is not None, f"{name} received no gradient"
-        assert torch.isfinite(param.grad).all(), f"{name} has a non-finite gradient"
         assert param.grad.abs().sum() > 0, f"{name} received an all-zero gradient"
 
 
