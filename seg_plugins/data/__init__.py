@@ -1,10 +1,22 @@
 """Datasets, readers and mappers.
 
-Importing this package registers the embedded default dataset ``shapes_train`` /
-``shapes_val`` (files are generated on first use, under ``$DETECTRON2_DATASETS/shapes``
-or ``./datasets/shapes``; see :mod:`seg_plugins.data.shapes`).
+Importing this package registers (names and metadata only; nothing is read or generated):
+
+- the embedded default dataset ``shapes_train`` / ``shapes_val`` (files are generated on
+  first use, under ``$DETECTRON2_DATASETS/shapes`` or ``./datasets/shapes``; see
+  :mod:`seg_plugins.data.shapes`);
+- the datasets of the reference configs that detectron2 does not register itself:
+  ``voc_2012_sem_seg_{train,val}``, ``voc_2012_aug_sem_seg_train`` and
+  ``medical_binary_{train,val}`` (see :mod:`seg_plugins.data.builtin` and datasets/README.md).
 """
 
+from .builtin import (
+    load_sem_seg_folder,
+    register_builtin_datasets,
+    register_medical_binary,
+    register_sem_seg_folder,
+    register_voc_2012_sem_seg,
+)
 from .io import read_image, read_label
 from .mapper import SemSegDatasetMapper
 from .shapes import generate_shapes, register_shapes
@@ -12,9 +24,15 @@ from .shapes import generate_shapes, register_shapes
 __all__ = [
     "SemSegDatasetMapper",
     "generate_shapes",
+    "load_sem_seg_folder",
     "read_image",
     "read_label",
+    "register_builtin_datasets",
+    "register_medical_binary",
+    "register_sem_seg_folder",
     "register_shapes",
+    "register_voc_2012_sem_seg",
 ]
 
 register_shapes()  # cheap: registers names and metadata, generates nothing
+register_builtin_datasets()  # cheap: lists no files until DatasetCatalog.get

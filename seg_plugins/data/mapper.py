@@ -172,7 +172,10 @@ class SemSegDatasetMapper:
         self.augmentations(aug_input)
         image, label = aug_input.image, aug_input.sem_seg
 
-        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        image = np.ascontiguousarray(image.transpose(2, 0, 1))
+        if not image.flags.writeable:  # a resized 1-channel image is a view of PIL's buffer
+            image = image.copy()
+        dataset_dict["image"] = torch.as_tensor(image)
         if label is not None:
             dataset_dict["sem_seg"] = torch.as_tensor(np.ascontiguousarray(label).astype("long"))
         dataset_dict.pop("annotations", None)
