@@ -26,6 +26,10 @@ setup(
         "Pillow>=9.0",
         "matplotlib>=3.5",
         "tabulate>=0.8",
+        # The official Cityscapes evaluation (evaluator_type "cityscapes_sem_seg" /
+        # "cityscapes_instance"): detectron2's Cityscapes evaluators import it lazily, so
+        # without it the failure would come only at the end of training.
+        "cityscapesscripts>=2.2",
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6"],

@@ -19,6 +19,7 @@ package stays cheap and does not import those modules itself.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import re
 import sys
@@ -308,6 +309,43 @@ def _repair_export_without_caffe2() -> None:
     when_imported("detectron2.export", attach)
 
 
+# --------------------------------------------------------------------------- cityscapesscripts
+_CITYSCAPES_JSON_MODULES = (
+    "cityscapesscripts.helpers.csHelpers",
+    # these star-import writeDict2JSON, so each namespace needs the fixed function
+    "cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling",
+    "cityscapesscripts.evaluation.evalInstanceLevelSemanticLabeling",
+    "cityscapesscripts.evaluation.instances2dict",
+)
+
+
+def _repair_cityscapes_json() -> None:
+    """numpy >= 2.3: ``np.count_nonzero`` returns ``np.int64``, which cityscapesscripts'
+    ``writeDict2JSON`` (``json.dumps(default=lambda o: o.__dict__)``) cannot serialise, so
+    its instance evaluation (used by detectron2's CityscapesInstanceEvaluator) crashes with
+    "'numpy.int64' object has no attribute '__dict__'". The stand-in also writes numpy
+    scalars and arrays (as Python numbers / lists)."""
+    import numpy as np
+
+    if type(np.count_nonzero(np.zeros(1, bool))) is int:
+        return
+
+    def default(obj):
+        return obj.tolist() if isinstance(obj, (np.generic, np.ndarray)) else obj.__dict__
+
+    def write_dict_to_json(dict_name, file_name):
+        with open(file_name, "w") as f:
+            f.write(json.dumps(dict_name, default=default, sort_keys=True, indent=4))
+
+    def patch(module):
+        if hasattr(module, "writeDict2JSON"):
+            module.writeDict2JSON = write_dict_to_json
+            _record(f"cityscapes_json:{module.__name__}", "writeDict2JSON writes numpy scalars")
+
+    for name in _CITYSCAPES_JSON_MODULES:
+        when_imported(name, patch)
+
+
 _REPAIRS: List[Callable[[], None]] = [
     _repair_importlib_abc,
     _repair_pillow_linear,
@@ -316,6 +354,7 @@ _REPAIRS: List[Callable[[], None]] = [
     _repair_missing_extension,
     _repair_lr_scheduler_hook,
     _repair_export_without_caffe2,
+    _repair_cityscapes_json,
 ]
 
 

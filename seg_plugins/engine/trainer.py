@@ -24,6 +24,11 @@ from fvcore.common.param_scheduler import PolynomialDecayParamScheduler
 
 from ..data import SemSegDatasetMapper
 from ..evaluation import SemSegMetricsEvaluator
+from ..evaluation.cityscapes import (
+    CityscapesOfficialInstanceEvaluator,
+    CityscapesOfficialSemSegEvaluator,
+)
+from ..evaluation.visualizer import SemSegVisualizer
 
 __all__ = ["Trainer", "model_outputs"]
 
@@ -31,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 # Meta-architectures whose output is {"sem_seg": ...} only.
 SEMANTIC_META_ARCHS = {"SemanticSegmentor", "UNet", "FCN", "DeepLabV3", "DeepLabV3Plus"}
+# evaluator_type values that SemSegMetricsEvaluator serves (ground truth in trainIds).
+SEMANTIC_TYPES = {"sem_seg", "cityscapes_sem_seg"}
 
 
 def model_outputs(cfg) -> Set[str]:
@@ -70,22 +77,31 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None) -> DatasetEvaluator:
+        """Every evaluator that the dataset's ``evaluator_type`` asks for and the model can
+        feed: "sem_seg" -> SemSegMetricsEvaluator; "cityscapes_sem_seg" -> the same plus the
+        official Cityscapes pixel-level evaluation; "coco" -> COCOEvaluator;
+        "cityscapes_instance" -> the official Cityscapes instance evaluation (masks, so
+        MODEL.MASK_ON). List several types (e.g. ["cityscapes_instance", "coco"]) to get
+        several; results keys: "sem_seg", "cityscapes_sem_seg", "bbox"/"segm",
+        "cityscapes_instance"."""
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         types = _evaluator_types(dataset_name)
         outputs = model_outputs(cfg)
         evaluators: List[DatasetEvaluator] = []
-        if "sem_seg" in types and "sem_seg" in outputs:
-            evaluators.append(
-                SemSegMetricsEvaluator(
-                    dataset_name,
-                    output_dir=output_folder,
-                    binary_threshold=cfg.MODEL.SEM_SEG_HEAD.BINARY_THRESHOLD,
-                )
-            )
+        if SEMANTIC_TYPES & set(types) and "sem_seg" in outputs:
+            # from_config: TEST.SEM_SEG_EVAL.* and MODEL.SEM_SEG_HEAD.BINARY_THRESHOLD
+            evaluators.append(SemSegMetricsEvaluator(cfg, dataset_name, output_dir=output_folder))
+            # overlays of the first TEST.SEM_SEG_VIS.NUM_IMAGES images (a no-op when 0)
+            evaluators.append(SemSegVisualizer(cfg, dataset_name, output_dir=output_folder))
+        if "cityscapes_sem_seg" in types and "sem_seg" in outputs:
+            # The official numbers beside ours, under "cityscapes_sem_seg" (one machine only).
+            evaluators.append(CityscapesOfficialSemSegEvaluator(dataset_name))
         if "coco" in types and "instances" in outputs:
             tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
             evaluators.append(COCOEvaluator(dataset_name, tasks=tasks, output_dir=output_folder))
+        if "cityscapes_instance" in types and "instances" in outputs and cfg.MODEL.MASK_ON:
+            evaluators.append(CityscapesOfficialInstanceEvaluator(dataset_name))
         if not evaluators:
             raise ValueError(
                 f"no evaluator for dataset '{dataset_name}' (evaluator_type={types}) and model "

@@ -1,31 +1,35 @@
 """Semantic segmentation metrics from one int64 confusion matrix per dataset.
 
-Shapes: K classes; H, W an image's height and width.
+Shapes: K classes; N cases (images); H, W an image's height and width.
 
-Conventions (see docs/metrics.md):
+Conventions (definitions and sources in docs/metrics.md):
 - ``conf[g, p]`` counts pixels of ground-truth class g predicted as p. Pixels whose ground
-  truth is ``ignore_label`` are dropped before counting; any other ground-truth value
-  outside [0, K) is an error naming the file (it would otherwise be silently dropped).
-- IoU_c = TP / (TP + FP + FN). mIoU averages IoU over the classes with a non-empty union
-  (present in the ground truth or predicted): a class predicted but absent from the ground
-  truth scores 0 and counts, as in detectron2 and mmsegmentation.
-- Acc_c = TP / (TP + FN) (recall); mAcc averages over classes present in the ground truth.
-- pAcc = sum TP / number of counted pixels. fwIoU weighs IoU_c by the class' pixel share.
-- Dice_c = 2 TP / (2 TP + FP + FN); mDice averages like mIoU.
+  truth is ``ignore_label`` never reach the matrix; any other ground-truth value outside
+  [0, K) is an error naming the file (it would otherwise be silently dropped or aliased).
+- mIoU, fwIoU, mACC, pACC, mDice, fgDice (mean Dice over the classes other than
+  ``background_class``) and per class IoU / ACC (recall) / Dice / Precision:
+  :func:`~seg_plugins.evaluation.sem_seg_metrics.metrics_from_confusion`, with a selectable
+  convention for classes absent from the ground truth (``absent_classes``).
+- Per-case Dice (nnU-Net): Dice of each foreground class in each image, from the same
+  per-image bincount; an image where the class is absent from both ground truth and
+  prediction is left out for that class. ``caseDice-<name>`` is its mean over the images,
+  ``mCaseDice`` the mean over foreground classes. On for 2-class (binary) datasets, and for
+  every dataset with ``per_case_dice=True`` (TEST.SEM_SEG_EVAL.PER_CASE_DICE).
 All figures are reported in percent, as detectron2 does.
 
 Binary mode (a model with MODEL.SEM_SEG_HEAD.NUM_CLASSES 1 outputs one foreground-logit
 channel): the prediction is foreground where sigmoid(logit) > ``binary_threshold``
 (:func:`seg_plugins.modeling.losses.binary_logits_to_two_class`) and the dataset counts as 2
-classes, 0 = background and 1 = foreground, so every metric above is reported for both
-(mIoU / mDice average them; read ``IoU-<foreground>`` / ``Dice-<foreground>`` for the
-foreground-only figure). The dataset's ``stuff_classes`` should name both, e.g.
-["background", "vessel"]; a dataset naming a single class (["vessel"]) is read as its
+classes, 0 = background and 1 = foreground, so every metric above is reported for both;
+``fgDice`` is then the foreground Dice. The dataset's ``stuff_classes`` should name both,
+e.g. ["background", "vessel"]; a dataset naming a single class (["vessel"]) is read as its
 foreground and "background" is prepended. Ground-truth values other than 0, 1 and the ignore
 label are an error naming the file (a 0/255 mask must be mapped to 0/1 first).
 
-The matrix is accumulated with ``torch.bincount`` on the device the predictions live on
-(no per-image host transfer) and summed across processes with a single all-reduce.
+The per-image counts are one ``bincount`` on the device the predictions live on (NumPy on
+the CPU: :mod:`seg_plugins.evaluation.confusion`), the dataset matrix is summed across
+processes with a single all-reduce, and per-case counts (3 x K numbers per image) are
+gathered to the main process only when per-case Dice is on.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.distributed as dist
+from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
@@ -47,22 +52,45 @@ from tabulate import tabulate
 from ..data.io import read_label
 from ..modeling.losses import binary_logits_to_two_class, check_binary_threshold
 from ..utils.file_io import atomic_write_text
+from .confusion import (
+    argmax_channels_numpy,
+    argmax_channels_torch,
+    image_confusion_numpy,
+    image_confusion_torch,
+)
+from .sem_seg_metrics import (
+    case_dice,
+    check_absent_classes,
+    mean_case_dice,
+    metrics_from_confusion,
+)
 
 __all__ = ["SemSegMetricsEvaluator", "metrics_from_confusion"]
 
 logger = logging.getLogger(__name__)
 
+# Logit dtypes the NumPy (CPU) path takes; others (bfloat16, ...) use torch.argmax.
+_NUMPY_DTYPES = (torch.float32, torch.float64, torch.float16)
+
 
 class SemSegMetricsEvaluator(DatasetEvaluator):
-    """mIoU, fwIoU, mAcc, pAcc, mDice and per-class IoU / Acc / Dice / precision.
+    """mIoU, fwIoU, mACC, pACC, mDice, fgDice, per-class IoU / ACC (recall) / Dice /
+    Precision, and per-case Dice, from one confusion matrix.
+
+    After :meth:`evaluate` (main process) the inputs of any plot stay available:
+    ``confusion_matrix`` ((K, K) int64 array, rows = ground truth), ``class_names``,
+    ``results`` (the "sem_seg" dict), ``case_files`` and ``case_dice`` ((N, K) per-case Dice
+    in [0, 1], NaN where excluded; None without per-case Dice).
 
     Example::
 
         evaluator = SemSegMetricsEvaluator("shapes_val", output_dir="./output")
+        evaluator = SemSegMetricsEvaluator(cfg, "shapes_val")  # from TEST.SEM_SEG_EVAL.*
         results = inference_on_dataset(model, data_loader, evaluator)
         results["sem_seg"]["mIoU"]
     """
 
+    @configurable
     def __init__(
         self,
         dataset_name: str,
@@ -72,6 +100,9 @@ class SemSegMetricsEvaluator(DatasetEvaluator):
         num_classes: int | None = None,
         ignore_label: int | None = None,
         binary_threshold: float = 0.5,
+        absent_classes: str = "mmseg",
+        background_class: int = 0,
+        per_case_dice: bool | None = None,
     ):
         """
         Args:
@@ -82,6 +113,10 @@ class SemSegMetricsEvaluator(DatasetEvaluator):
             ignore_label: overrides the metadata's ``ignore_label`` (default 255).
             binary_threshold: foreground probability above which a one-channel prediction
                 counts as foreground (MODEL.SEM_SEG_HEAD.BINARY_THRESHOLD).
+            absent_classes: convention for classes absent from the ground truth:
+                "mmseg", "detectron2_v0.6" or "detectron2_main" (docs/metrics.md).
+            background_class: class left out of fgDice and per-case Dice; -1 = none.
+            per_case_dice: report per-case Dice; None = only for 2-class datasets.
         """
         meta = MetadataCatalog.get(dataset_name)
         self._dataset_name = dataset_name
@@ -104,35 +139,89 @@ class SemSegMetricsEvaluator(DatasetEvaluator):
         self._ignore_label = int(
             ignore_label if ignore_label is not None else getattr(meta, "ignore_label", 255)
         )
-        self._conf: torch.Tensor | None = None
+        self._absent_classes = check_absent_classes(absent_classes)
+        if not -1 <= background_class < self._num_classes:
+            raise ValueError(
+                f"background class {background_class} is not a class of '{dataset_name}' "
+                f"(0..{self._num_classes - 1}); set TEST.SEM_SEG_EVAL.BACKGROUND_CLASS to one, "
+                "or to -1 for a dataset without background"
+            )
+        self._background_class = int(background_class)
+        self._per_case = self._num_classes == 2 if per_case_dice is None else bool(per_case_dice)
+        self.confusion_matrix: np.ndarray | None = None
+        self.results: dict[str, float] | None = None
+        self.case_files: list[str] = []
+        self.case_dice: np.ndarray | None = None
+        self.reset()
+
+    @classmethod
+    def from_config(cls, cfg, dataset_name: str, output_dir: str | None = None):
+        """Keyword arguments from TEST.SEM_SEG_EVAL.* and MODEL.SEM_SEG_HEAD.BINARY_THRESHOLD."""
+        if "SEM_SEG_EVAL" not in cfg.TEST:
+            raise KeyError(
+                "cfg has no TEST.SEM_SEG_EVAL; call seg_plugins.add_seg_plugins_config(cfg) "
+                "before merging the config file"
+            )
+        ev = cfg.TEST.SEM_SEG_EVAL
+        return {
+            "dataset_name": dataset_name,
+            "output_dir": output_dir,
+            "binary_threshold": cfg.MODEL.SEM_SEG_HEAD.BINARY_THRESHOLD,
+            "absent_classes": ev.ABSENT_CLASSES,
+            "background_class": ev.BACKGROUND_CLASS,
+            "per_case_dice": True if ev.PER_CASE_DICE else None,  # False: 2-class sets only
+        }
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self._class_names)
 
     def reset(self) -> None:
-        self._conf = None
+        self._conf: torch.Tensor | None = None
+        self._cases: list[torch.Tensor] = []  # per image (3, K): TP, gt pixels, pred pixels
+        self._case_files: list[str] = []
 
     def process(self, inputs: Sequence[dict], outputs: Sequence[dict]) -> None:
         for inp, out in zip(inputs, outputs):
-            pred = self._predicted_classes(out["sem_seg"], inp.get("file_name"))
             gt_file = inp.get("sem_seg_file_name")
             if gt_file is None:
                 raise KeyError(
                     f"dataset '{self._dataset_name}': record {inp.get('file_name')} has no "
                     "'sem_seg_file_name'; the semantic evaluator needs ground-truth label maps"
                 )
-            gt = torch.from_numpy(read_label(gt_file).astype(np.int64)).to(pred.device)
-            if gt.shape != pred.shape:
-                raise ValueError(
-                    f"{gt_file}: ground truth is {tuple(gt.shape)} but the prediction for "
-                    f"{inp.get('file_name')} is {tuple(pred.shape)}; the model must output at "
-                    "the original image size (check the dataset's height/width)"
-                )
-            self._accumulate(pred, gt, gt_file)
+            counts = self._image_confusion(out["sem_seg"], read_label(gt_file), gt_file, inp)
+            self._conf = counts if self._conf is None else self._conf + counts
+            if self._per_case:
+                self._cases.append(torch.stack([counts.diagonal(), counts.sum(1), counts.sum(0)]))
+                self._case_files.append(gt_file)
 
-    def _predicted_classes(self, logits: torch.Tensor, file_name) -> torch.Tensor:
-        """Class ids of shape (H, W) from logits of shape (K, H, W), or (1, H, W) (binary)."""
+    def _image_confusion(self, logits: torch.Tensor, gt: np.ndarray, gt_file: str, inp: dict):
+        """(K, K) int64 counts of one image, on the device of ``logits`` (K, H, W)."""
+        scores = self._class_scores(logits, inp.get("file_name"))
+        if tuple(gt.shape) != tuple(scores.shape[1:]):
+            raise ValueError(
+                f"{gt_file}: ground truth is {tuple(gt.shape)} but the prediction for "
+                f"{inp.get('file_name')} is {tuple(scores.shape[1:])}; the model must output "
+                "at the original image size (check the dataset's height/width)"
+            )
+        k, ignore = self._num_classes, self._ignore_label
+        try:
+            if scores.device.type == "cpu" and scores.dtype in _NUMPY_DTYPES:
+                pred = argmax_channels_numpy(scores.detach().numpy())
+                return torch.from_numpy(image_confusion_numpy(pred, gt, k, ignore, gt_file))
+            pred = argmax_channels_torch(scores.detach())
+            return image_confusion_torch(pred, gt, k, ignore, gt_file)
+        except FloatingPointError as err:
+            raise FloatingPointError(
+                f"{err} for {inp.get('file_name')}; the model diverged or its weights are broken"
+            ) from err
+
+    def _class_scores(self, logits: torch.Tensor, file_name) -> torch.Tensor:
+        """Scores of shape (K, H, W) from logits of shape (K, H, W), or (1, H, W) (binary)."""
         channels = logits.shape[0]
         if channels == 1 and self._num_classes == 2:
-            logits = binary_logits_to_two_class(logits, self._binary_threshold)
-        elif channels != self._num_classes:
+            return binary_logits_to_two_class(logits, self._binary_threshold)
+        if channels != self._num_classes:
             # An argmax >= K would alias another cell of the flattened confusion matrix.
             raise ValueError(
                 f"dataset '{self._dataset_name}' has {self._num_classes} classes but the "
@@ -140,25 +229,10 @@ class SemSegMetricsEvaluator(DatasetEvaluator):
                 f"MODEL.SEM_SEG_HEAD.NUM_CLASSES to {self._num_classes} (or to 1, binary mode, "
                 "for a 2-class background/foreground dataset)"
             )
-        return logits.argmax(dim=0)
-
-    def _accumulate(self, pred: torch.Tensor, gt: torch.Tensor, gt_file: str) -> None:
-        k = self._num_classes
-        keep = gt != self._ignore_label
-        gt, pred = gt[keep], pred[keep]
-        bad = (gt < 0) | (gt >= k)
-        if bool(bad.any()):
-            values = sorted(set(gt[bad].unique().tolist()))[:10]
-            binary = " (binary: 0 = background, 1 = foreground)" if k == 2 else ""
-            raise ValueError(
-                f"{gt_file}: label values {values} are neither classes 0..{k - 1}{binary} nor "
-                f"the ignore label {self._ignore_label}; fix the labels or the dataset's "
-                "ignore_label"
-            )
-        counts = torch.bincount(gt * k + pred, minlength=k * k).reshape(k, k)
-        self._conf = counts if self._conf is None else self._conf + counts
+        return logits
 
     def _reduced_confusion(self) -> np.ndarray:
+        """The dataset's (K, K) matrix summed over processes: one all-reduce."""
         k = self._num_classes
         conf = self._conf
         if conf is None:
@@ -166,91 +240,111 @@ class SemSegMetricsEvaluator(DatasetEvaluator):
         if self._distributed and comm.get_world_size() > 1:
             if dist.get_backend() == "nccl" and conf.device.type != "cuda":
                 conf = conf.cuda()
+            conf = conf.clone()  # all_reduce works in place; keep this process' counts
             dist.all_reduce(conf)
         return conf.cpu().numpy()
 
+    def _gathered_cases(self) -> tuple[list[str], np.ndarray]:
+        """(files, per-case counts of shape (N, 3, K)) of every process, in rank order
+        (= dataset order with detectron2's InferenceSampler); empty on other ranks."""
+        k = self._num_classes
+        stats = (
+            torch.stack(self._cases).cpu().numpy()
+            if self._cases
+            else np.zeros((0, 3, k), dtype=np.int64)
+        )
+        files = list(self._case_files)
+        if self._distributed and comm.get_world_size() > 1:
+            parts = comm.gather((files, stats), dst=0)
+            if not parts:
+                return [], np.zeros((0, 3, k), dtype=np.int64)
+            files = [f for part in parts for f in part[0]]
+            stats = np.concatenate([part[1] for part in parts])
+        return files, stats
+
     def evaluate(self) -> dict[str, dict[str, float]]:
         conf = self._reduced_confusion()
+        files, stats = self._gathered_cases() if self._per_case else ([], None)
         if not comm.is_main_process():
             return {}
         if conf.sum() == 0:
             logger.warning("[%s] no labelled pixel was evaluated", self._dataset_name)
-        res = metrics_from_confusion(conf, self._class_names)
+        res = metrics_from_confusion(
+            conf,
+            self._class_names,
+            absent_classes=self._absent_classes,
+            background_class=self._background_class,
+        )
+        self.confusion_matrix, self.case_files, self.case_dice = conf, files, None
+        if stats is not None:
+            self.case_dice = case_dice(stats)
+            res.update(
+                mean_case_dice(
+                    self.case_dice, self._class_names, background_class=self._background_class
+                )
+            )
+            # summary figures (no "-") first, then the per-class ones, as detectron2 prints
+            res = OrderedDict(sorted(res.items(), key=lambda item: "-" in item[0]))
+        self.results = res
         self._log_table(res)
         if self._output_dir:
-            os.makedirs(self._output_dir, exist_ok=True)
-            payload = {
-                "dataset": self._dataset_name,
-                "metrics": res,
-                "class_names": self._class_names,
-                "confusion_matrix": conf.tolist(),
-            }
-            atomic_write_text(
-                os.path.join(self._output_dir, "sem_seg_evaluation.json"),
-                json.dumps(payload, indent=1),
-            )
+            self._write_json(res, conf)
+            self._write_plots(res, conf)
         return OrderedDict(sem_seg=res)
 
-    def _log_table(self, res: dict[str, float]) -> None:
-        rows = [
-            [name, res[f"IoU-{name}"], res[f"ACC-{name}"], res[f"Dice-{name}"]]
-            for name in self._class_names
-        ]
-        table = tabulate(
-            rows, headers=["class", "IoU", "Acc", "Dice"], floatfmt=".2f", tablefmt="pipe"
+    def _write_plots(self, res: dict[str, float], conf: np.ndarray) -> None:
+        """per_class_iou.png and confusion_matrix.png next to the json (docs/visualization.md)."""
+        from .plots import write_metric_plots  # lazy: importing matplotlib costs ~0.4 s
+        from .visualizer import dataset_classes
+
+        write_metric_plots(
+            conf,
+            self._class_names,
+            [res[f"IoU-{name}"] for name in self._class_names],
+            self._output_dir,
+            dataset_name=self._dataset_name,
+            colors=dataset_classes(self._dataset_name, self._num_classes)[1],
+            miou=res["mIoU"],  # may differ from the bars' mean under "detectron2_v0.6"
         )
+
+    def _write_json(self, res: dict[str, float], conf: np.ndarray) -> None:
+        payload = {
+            "dataset": self._dataset_name,
+            "absent_classes": self._absent_classes,
+            "background_class": self._background_class,
+            "metrics": res,
+            "class_names": self._class_names,
+            "confusion_matrix": conf.tolist(),
+        }
+        if self.case_dice is not None:
+            fg = [i for i in range(self._num_classes) if i != self._background_class]
+            payload["per_case_dice"] = [
+                {"file_name": f, **{self._class_names[i]: float(100 * d[i]) for i in fg}}
+                for f, d in zip(self.case_files, self.case_dice)
+            ]
+        os.makedirs(self._output_dir, exist_ok=True)
+        atomic_write_text(
+            os.path.join(self._output_dir, "sem_seg_evaluation.json"),
+            json.dumps(payload, indent=1),
+        )
+
+    def _log_table(self, res: dict[str, float]) -> None:
+        headers = ["class", "IoU", "Acc (recall)", "Dice", "Precision"]
+        case = self.case_dice is not None
+        if case:
+            headers.append("case Dice")
+        rows = []
+        for name in self._class_names:
+            row = [name] + [res[f"{key}-{name}"] for key in ("IoU", "ACC", "Dice", "Precision")]
+            if case:
+                row.append(res.get(f"caseDice-{name}", "-"))  # "-": the background
+            rows.append(row)
+        table = tabulate(rows, headers=headers, floatfmt=".2f", tablefmt="pipe")
+        summary = "  ".join(f"{k} {v:.2f}" for k, v in res.items() if "-" not in k)
         logger.info(
-            "Semantic segmentation on %s: mIoU %.2f  fwIoU %.2f  mAcc %.2f  pAcc %.2f  "
-            "mDice %.2f\n%s",
+            "Semantic segmentation on %s (absent classes: %s convention): %s\n%s",
             self._dataset_name,
-            res["mIoU"],
-            res["fwIoU"],
-            res["mACC"],
-            res["pACC"],
-            res["mDice"],
+            self._absent_classes,
+            summary,
             table,
         )
-
-
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    out = np.full(num.shape, np.nan, dtype=np.float64)
-    ok = den > 0
-    out[ok] = num[ok] / den[ok]
-    return out
-
-
-def metrics_from_confusion(conf: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
-    """Metrics (percent) from a (K, K) confusion matrix, rows = ground truth.
-
-    Classes that are undefined for a metric (e.g. Acc of a class absent from the ground
-    truth) are NaN per class and left out of the mean.
-    """
-    conf = conf.astype(np.float64)
-    tp = np.diag(conf)
-    gt = conf.sum(axis=1)
-    pred = conf.sum(axis=0)
-    union = gt + pred - tp
-    iou, acc, dice, prec = (
-        _ratio(tp, union),
-        _ratio(tp, gt),
-        _ratio(2 * tp, gt + pred),
-        _ratio(tp, pred),
-    )
-    total = gt.sum()
-    valid_union, valid_gt = union > 0, gt > 0
-
-    def mean(values, valid):
-        return float(np.mean(values[valid]) * 100) if valid.any() else float("nan")
-
-    res = OrderedDict()
-    res["mIoU"] = mean(iou, valid_union)
-    res["fwIoU"] = (
-        float(np.sum(iou[valid_gt] * gt[valid_gt]) / total * 100) if total else float("nan")
-    )
-    res["mACC"] = mean(acc, valid_gt)
-    res["pACC"] = float(tp.sum() / total * 100) if total else float("nan")
-    res["mDice"] = mean(dice, valid_union)
-    for i, name in enumerate(class_names):
-        for key, values in (("IoU", iou), ("ACC", acc), ("Dice", dice), ("Precision", prec)):
-            res[f"{key}-{name}"] = float(values[i] * 100)
-    return res

@@ -14,6 +14,12 @@ from typing import IO, Iterator
 __all__ = ["atomic_open", "atomic_write_text"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file next to ``path``; on clean exit it replaces ``path``."""
@@ -27,6 +33,8 @@ def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates 0600; give the file the permissions open() would have given it
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

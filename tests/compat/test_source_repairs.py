@@ -149,3 +149,16 @@ def test_export_imports_without_caffe2():
         "    assert 'Caffe2' in str(e)\nelse:\n    raise SystemExit('no error')\n"
     )
     assert r.returncode == 0, r.stderr
+
+
+def test_cityscapes_write_dict_to_json_writes_numpy_scalars(tmp_path):
+    """cityscapesscripts' instance evaluation dumps np.count_nonzero results (np.int64 on
+    numpy >= 2.3) with writeDict2JSON; the repaired function writes them as numbers."""
+    import json
+
+    import numpy as np
+    from cityscapesscripts.evaluation import evalInstanceLevelSemanticLabeling as cs_instance
+
+    path = tmp_path / "matches.json"
+    cs_instance.writeDict2JSON({"n": np.count_nonzero(np.ones(3, bool)), "a": np.arange(2)}, path)
+    assert json.loads(path.read_text()) == {"n": 3, "a": [0, 1]}
