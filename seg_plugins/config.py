@@ -94,6 +94,21 @@ def add_seg_plugins_config(cfg: CN) -> CN:
     _setdefault(head, "TOP_K_PERCENT", 1.0)  # CE over this fraction of hardest pixels; 1 = all
     _setdefault(head, "BINARY_THRESHOLD", 0.5)  # binary mode: foreground iff sigmoid > this
 
+    # --- dense CRF (DeepLab v1/v2 post-processing) ---------------------------------------
+    # Inference-only fully connected CRF on each image's logits (docs/crf.md). Defaults are
+    # DeepLab-v2's published VOC setting (ResNet-101; deeplab-public-ver2 run_densecrf.sh).
+    _setdefault(cfg.MODEL, "CRF", CN())
+    crf = cfg.MODEL.CRF
+    _setdefault(crf, "ENABLED", False)  # refine eval-mode logits with the CRF (never training)
+    _setdefault(crf, "ITERATIONS", 10)  # mean-field iterations (>= 1)
+    _setdefault(crf, "BILATERAL_WEIGHT", 4.0)  # w of the appearance kernel; 0 = off
+    _setdefault(crf, "BILATERAL_XY_STD", 67.0)  # its position std theta_alpha, in pixels
+    _setdefault(crf, "BILATERAL_INTENSITY_STD", 3.0)  # its theta_beta, in input-image units
+    _setdefault(crf, "GAUSSIAN_WEIGHT", 3.0)  # w of the smoothness kernel; 0 = off
+    _setdefault(crf, "GAUSSIAN_XY_STD", 1.0)  # its position std theta_gamma, in pixels
+    _setdefault(crf, "MAX_EXACT_PIXELS", 4096)  # up to H*W: exact O(N^2) sum; above: window
+    _setdefault(crf, "WINDOW_RADIUS", 10)  # window approximation: bilateral pairs within r px
+
     # --- data -----------------------------------------------------------------------------
     _setdefault(cfg.INPUT, "SEM_SEG", CN())
     # Train-time augmentation of the semantic mapper: random scale of the whole image in
@@ -108,6 +123,32 @@ def add_seg_plugins_config(cfg: CN) -> CN:
     _setdefault(cfg.SOLVER, "BETAS", [0.9, 0.999])  # AdamW betas
     # LR_SCHEDULER_NAME may also be "WarmupPolyLR": lr * (1 - iter / MAX_ITER) ** this power.
     _setdefault(cfg.SOLVER, "POLY_LR_POWER", 0.9)
+
+    # --- semantic inference modes (seg_plugins.modeling.inference) --------------------------
+    _setdefault(cfg.TEST, "SEM_SEG", CN())
+    sem = cfg.TEST.SEM_SEG
+    _setdefault(sem, "MODE", "whole")  # "whole": one pass per image; "slide": sliding windows
+    _setdefault(sem, "CROP_SIZE", [512, 512])  # slide: window [h, w]; multiples of size_div.
+    _setdefault(sem, "STRIDE", [341, 341])  # slide: window step [h, w]; <= CROP_SIZE
+    _setdefault(sem, "WEIGHTING", "uniform")  # slide: average overlaps "uniform" / "gaussian"
+    _setdefault(sem, "GAUSSIAN_SIGMA_SCALE", 0.125)  # gaussian: sigma = this x window side
+    _setdefault(sem, "WINDOW_BATCH_SIZE", 1)  # slide: windows per forward pass (memory x this)
+    _setdefault(sem, "FLIP", False)  # TTA: add the horizontally flipped image (probs averaged)
+    _setdefault(sem, "SCALES", [1.0])  # TTA: image resize ratios, e.g. [0.75, 1, 1.25]; [1] = off
+
+    # --- evaluation overlays (seg_plugins.evaluation.visualizer.SemSegVisualizer) -------------
+    _setdefault(cfg.TEST, "SEM_SEG_VIS", CN())
+    _setdefault(cfg.TEST.SEM_SEG_VIS, "ENABLED", True)  # write inference/<dataset>/overlays/
+    _setdefault(cfg.TEST.SEM_SEG_VIS, "NUM_IMAGES", 4)  # overlay the first N images; 0 = none
+
+    # --- semantic metrics (seg_plugins.evaluation.SemSegMetricsEvaluator; docs/metrics.md) ----
+    _setdefault(cfg.TEST, "SEM_SEG_EVAL", CN())
+    sse = cfg.TEST.SEM_SEG_EVAL
+    # Classes absent from the ground truth but predicted: "mmseg" (IoU/Dice 0, counted in the
+    # means), "detectron2_v0.6" (NaN per class, same means), "detectron2_main" (left out).
+    _setdefault(sse, "ABSENT_CLASSES", "mmseg")
+    _setdefault(sse, "BACKGROUND_CLASS", 0)  # class left out of fgDice / per-case Dice; -1 = none
+    _setdefault(sse, "PER_CASE_DICE", False)  # per-image Dice (nnU-Net); 2-class sets always
 
     if was_frozen:
         cfg.freeze()

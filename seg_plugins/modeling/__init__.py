@@ -4,10 +4,18 @@ Importing this package registers them into detectron2's BACKBONE_REGISTRY,
 SEM_SEG_HEADS_REGISTRY and META_ARCH_REGISTRY.
 """
 
-from . import backbone, heads, losses, meta_arch  # noqa: F401  registers
+from . import backbone, heads, losses, meta_arch, postprocessing  # noqa: F401  registers
 from .backbone import UNetEncoder, build_unet_encoder_backbone
 from .heads import UNetHead
 from .losses import build_sem_seg_loss
 from .meta_arch import UNet
+from .postprocessing import DenseCRF
 
-__all__ = ["UNet", "UNetEncoder", "UNetHead", "build_sem_seg_loss", "build_unet_encoder_backbone"]
+__all__ = [
+    "DenseCRF",
+    "UNet",
+    "UNetEncoder",
+    "UNetHead",
+    "build_sem_seg_loss",
+    "build_unet_encoder_backbone",
+]

@@ -1,42 +1,19 @@
 """One parametrized test over every registered semantic model: odd sizes, 1-channel input,
 a gradient for every parameter, no NaN, a deterministic loss under a fixed seed."""
 
-import os
-
 import seg_plugins  # noqa: F401
 
 # isort: split
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
+from seg_model_checks import TINY_MODELS, tiny_model_cfg
 
-from seg_plugins import add_seg_plugins_config
 from seg_plugins.engine.trainer import SEMANTIC_META_ARCHS
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# Each model's shapes config, narrowed so that the test is quick; architecture unchanged.
-RESNET_SMALL = ["MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64]
-CASES = {
-    "UNet": ("unet_shapes.yaml", ["MODEL.UNET.BASE_CHANNELS", 4, "MODEL.UNET.DEPTH", 3]),
-    "FCN": ("fcn_R18_shapes.yaml", [*RESNET_SMALL, "MODEL.FCN.CHANNELS", 8]),
-    "FCN-8s-VGG16": ("fcn8s_vgg16_shapes.yaml", []),
-    "DeepLabV3": ("deeplabv3_R18_shapes.yaml", [*RESNET_SMALL, "MODEL.ASPP.CHANNELS", 8]),
-    "DeepLabV3Plus": (
-        "deeplabv3plus_R18_shapes.yaml",
-        [*RESNET_SMALL, "MODEL.ASPP.CHANNELS", 8, "MODEL.DEEPLABV3PLUS.DECODER_CHANNELS", 8],
-    ),
-}
-
-
-def _cfg(case, *extra):
-    config, opts = CASES[case]
-    cfg = get_cfg()
-    add_seg_plugins_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, "configs", "shapes", config))
-    cfg.merge_from_list([*opts, *extra, "MODEL.DEVICE", "cpu"])
-    return cfg
+def _cfg(case, *opts):
+    return tiny_model_cfg(case, *opts)
 
 
 def _batch(channels, num_classes, sizes=((45, 45), (200, 249))):
@@ -52,11 +29,11 @@ def _batch(channels, num_classes, sizes=((45, 45), (200, 249))):
 
 def test_every_semantic_meta_arch_is_covered():
     ours = {name for name, _ in META_ARCH_REGISTRY} & SEMANTIC_META_ARCHS - {"SemanticSegmentor"}
-    covered = {case.split("-")[0] for case in CASES}
+    covered = {case.split("-")[0] for case in TINY_MODELS}
     assert ours <= covered, f"add a case for {ours - covered}"
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", sorted(TINY_MODELS))
 def test_odd_sizes_gradients_and_determinism(case):
     cfg = _cfg(case)
     k = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
@@ -82,7 +59,7 @@ def test_odd_sizes_gradients_and_determinism(case):
     assert all(torch.isfinite(o["sem_seg"]).all() for o in outputs)
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", sorted(TINY_MODELS))
 def test_one_channel_input(case):
     cfg = _cfg(case, "MODEL.PIXEL_MEAN", [127.5], "MODEL.PIXEL_STD", [64.0])
     k = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
@@ -95,7 +72,7 @@ def test_one_channel_input(case):
     assert out.shape == (k, 45, 45)
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", sorted(TINY_MODELS))
 def test_loss_options_reach_the_head(case):
     """MODEL.SEM_SEG_HEAD.* loss keys take effect in every model: Dice+CE weighted [0, 1]
     is the Dice loss, and a binary (1-channel) model trains with it."""

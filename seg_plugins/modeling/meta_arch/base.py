@@ -7,16 +7,27 @@ padding of the batch to ``backbone.size_divisibility`` — targets with the head
 ``ignore_value`` —, and ``sem_seg_postprocess``, which crops each image's logits back to its
 own (H, W) and resizes them to its "height" x "width") plus an optional auxiliary head that
 is used in training only (the FCN head on res4 of PSPNet / DeepLab / mmsegmentation, whose
-loss is reported as ``loss_aux``).
+loss is reported as ``loss_aux``) and an optional inference-only post-processing module
+``crf`` (:class:`seg_plugins.modeling.postprocessing.DenseCRF`, DeepLab's dense CRF), applied
+to each image's logits on its own (H, W) before the resize.
+
+At inference, ``inference`` (:class:`seg_plugins.modeling.inference.SemSegInference`, the
+TEST.SEM_SEG config node) may replace the batched whole-image pass by sliding windows and / or
+test-time augmentation, one image at a time; their logits of shape (K, H, W) then take the
+same steps (crf, resize).
 """
 
 from typing import Optional, Sequence
 
+import torch
 from detectron2.config import configurable
 from detectron2.modeling import Backbone, SemanticSegmentor
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
-from torch import nn
+from torch import Tensor, nn
+
+from ..inference import SemSegInference
+from ..losses import binary_logits_to_two_class
 
 __all__ = ["EncoderDecoderSegmentor", "check_pixel_stats"]
 
@@ -27,7 +38,8 @@ class EncoderDecoderSegmentor(SemanticSegmentor):
     ``forward(batched_inputs)`` takes a list of N dicts with "image" of shape (C, H_n, W_n)
     (unnormalised), optional "sem_seg" of shape (H_n, W_n) (int64; required in training) and
     optional "height", "width". Training returns ``{"loss_sem_seg": …, "loss_aux": …}``;
-    eval returns N dicts ``{"sem_seg": logits of shape (K, height_n, width_n)}``.
+    eval returns N dicts ``{"sem_seg": logits of shape (K, height_n, width_n)}`` (with ``crf``:
+    the log of the CRF marginals; binary mode: the logit of the foreground marginal).
     """
 
     @configurable
@@ -39,6 +51,8 @@ class EncoderDecoderSegmentor(SemanticSegmentor):
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
         aux_head: Optional[nn.Module] = None,
+        crf: Optional[nn.Module] = None,
+        inference: Optional[SemSegInference] = None,
     ):
         """
         Args:
@@ -48,6 +62,10 @@ class EncoderDecoderSegmentor(SemanticSegmentor):
             pixel_mean, pixel_std: C values each, to normalise the C-channel input image.
             aux_head: optional head on the same contract, run in training only; its
                 ``loss_sem_seg`` (already scaled by its own loss weight) becomes ``loss_aux``.
+            crf: optional inference-only ``crf(logits (K, H, W), image (C, H, W)) -> marginals
+                (K, H, W)`` (a DenseCRF), run on each image's logits before the resize.
+            inference: how eval predicts each image (whole / slide, flip / scales TTA); None
+                or a plain one (whole image, one view) = the batched forward above.
         """
         check_pixel_stats(pixel_mean, pixel_std, "pixel_mean", "pixel_std")
         super().__init__(
@@ -57,6 +75,10 @@ class EncoderDecoderSegmentor(SemanticSegmentor):
             pixel_std=pixel_std,
         )
         self.aux_head = aux_head
+        self.crf = crf
+        if inference is not None:
+            inference.check_size_divisibility(backbone.size_divisibility)
+        self.inference = inference
 
     # from_config: SemanticSegmentor's (MODEL.BACKBONE.NAME + MODEL.SEM_SEG_HEAD.NAME, no aux
     # head) unless a subclass builds its own parts.
@@ -64,28 +86,60 @@ class EncoderDecoderSegmentor(SemanticSegmentor):
     def forward(self, batched_inputs):
         images = [x["image"].to(self.device) for x in batched_inputs]
         images = [(x - self.pixel_mean) / self.pixel_std for x in images]
-        images = ImageList.from_tensors(images, self.backbone.size_divisibility)
-        features = self.backbone(images.tensor)
+        if self.training or self.inference is None or self.inference.is_plain:
+            images = ImageList.from_tensors(images, self.backbone.size_divisibility)
+            features = self.backbone(images.tensor)
 
-        targets = None
-        if "sem_seg" in batched_inputs[0]:
-            targets = [x["sem_seg"].to(self.device) for x in batched_inputs]
-            targets = ImageList.from_tensors(
-                targets, self.backbone.size_divisibility, self.sem_seg_head.ignore_value
-            ).tensor
-        results, losses = self.sem_seg_head(features, targets)
-        if self.training:
-            if self.aux_head is not None:
-                _, aux_losses = self.aux_head(features, targets)
-                losses = {**losses, "loss_aux": aux_losses["loss_sem_seg"]}
-            return losses
+            targets = None
+            if "sem_seg" in batched_inputs[0]:
+                targets = [x["sem_seg"].to(self.device) for x in batched_inputs]
+                targets = ImageList.from_tensors(
+                    targets, self.backbone.size_divisibility, self.sem_seg_head.ignore_value
+                ).tensor
+            results, losses = self.sem_seg_head(features, targets)
+            if self.training:
+                if self.aux_head is not None:
+                    _, aux_losses = self.aux_head(features, targets)
+                    losses = {**losses, "loss_aux": aux_losses["loss_sem_seg"]}
+                return losses
+            image_sizes = images.image_sizes
+        else:  # TEST.SEM_SEG slide / TTA: logits of shape (K, H_n, W_n), one image at a time
+            div = self.backbone.size_divisibility
+            results = [self.inference(self._window_logits, x, div) for x in images]
+            image_sizes = [tuple(x.shape[-2:]) for x in images]
 
         processed = []
-        for result, input_per_image, image_size in zip(results, batched_inputs, images.image_sizes):
+        for result, input_per_image, image_size in zip(results, batched_inputs, image_sizes):
             height = input_per_image.get("height", image_size[0])
             width = input_per_image.get("width", image_size[1])
+            if self.crf is not None:
+                result = self._crf_logits(result, image_size, input_per_image["image"])
             processed.append({"sem_seg": sem_seg_postprocess(result, image_size, height, width)})
         return processed
+
+    def _window_logits(self, batch: Tensor) -> Tensor:
+        """Eval logits of shape (B, K, h, w) of a normalised batch of shape (B, C, h, w)."""
+        return self.sem_seg_head(self.backbone(batch))[0]
+
+    def _crf_logits(self, logits: Tensor, image_size, image: Tensor) -> Tensor:
+        """``self.crf`` on logits of shape (K, H', W') cropped to ``image_size`` (H, W) with
+        the unnormalised image of shape (C, H, W); returns the log of the marginals, of shape
+        (K, H, W), so that softmax / argmax read them as logits. Binary mode (K = 1, sigmoid):
+        the CRF runs on the two classes softmax([0, x]) = [1 - p, p] and the result is the
+        foreground marginal's logit, of shape (1, H, W), so the evaluator's
+        MODEL.SEM_SEG_HEAD.BINARY_THRESHOLD applies to the marginal."""
+        height, width = image_size
+        logits = logits[:, :height, :width]
+        image = image[:, :height, :width].to(logits.device)
+        if logits.shape[0] == 1:
+            q = self.crf(binary_logits_to_two_class(logits), image)
+            return _safe_log(q[1:]) - _safe_log(q[:1])
+        return _safe_log(self.crf(logits, image))
+
+
+def _safe_log(p: Tensor) -> Tensor:
+    """log p, finite where p underflowed to 0 (bilinear resizing of -inf gives NaN)."""
+    return p.clamp_min(torch.finfo(p.dtype).tiny).log()
 
 
 def check_pixel_stats(mean: Sequence[float], std: Sequence[float], mean_key, std_key) -> None:

@@ -23,6 +23,8 @@ from detectron2.modeling import META_ARCH_REGISTRY, SEM_SEG_HEADS_REGISTRY, buil
 from torch import nn
 
 from ..heads.fcn_head import FCNHead, build_aux_head
+from ..inference import SemSegInference
+from ..postprocessing import build_crf
 from .base import EncoderDecoderSegmentor, check_pixel_stats
 
 __all__ = ["FCN", "encoder_decoder_args"]
@@ -35,7 +37,8 @@ def encoder_decoder_args(
 ) -> dict:
     """Keyword arguments of :class:`EncoderDecoderSegmentor`: the backbone of
     MODEL.BACKBONE.NAME, ``build_head(cfg, backbone.output_shape())``, the MODEL.AUX_HEAD
-    head (or None) and MODEL.PIXEL_MEAN / PIXEL_STD."""
+    head (or None), the MODEL.CRF DenseCRF (or None), MODEL.PIXEL_MEAN / PIXEL_STD and the
+    TEST.SEM_SEG inference mode."""
     pixel_mean, pixel_std = cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD
     check_pixel_stats(pixel_mean, pixel_std, "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD")
     backbone = build_backbone(cfg)
@@ -43,8 +46,10 @@ def encoder_decoder_args(
         "backbone": backbone,
         "sem_seg_head": build_head(cfg, backbone.output_shape()),
         "aux_head": build_aux_head(cfg, backbone),
+        "crf": build_crf(cfg),
         "pixel_mean": pixel_mean,
         "pixel_std": pixel_std,
+        "inference": SemSegInference.from_config(cfg),
     }
 
 
@@ -91,7 +96,7 @@ class FCN(EncoderDecoderSegmentor):
     """
 
     # __init__: EncoderDecoderSegmentor's (backbone, sem_seg_head, pixel_mean, pixel_std,
-    # aux_head).
+    # aux_head, crf, inference).
 
     @classmethod
     def from_config(cls, cfg):

@@ -16,7 +16,7 @@ per-channel normalisation with MODEL.PIXEL_MEAN / PIXEL_STD, padding of the batc
 them to its "height" x "width" if given.
 """
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
@@ -25,6 +25,8 @@ from torch import nn
 
 from ..backbone.unet_encoder import build_unet_encoder_backbone
 from ..heads.unet_head import UNetHead
+from ..inference import SemSegInference
+from ..postprocessing import build_crf
 from .base import EncoderDecoderSegmentor, check_pixel_stats
 
 __all__ = ["UNet"]
@@ -57,18 +59,24 @@ class UNet(EncoderDecoderSegmentor):
         sem_seg_head: nn.Module,
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
+        crf: Optional[nn.Module] = None,
+        inference: Optional[SemSegInference] = None,
     ):
         """
         Args:
             backbone: a detectron2 Backbone returning a stride pyramid (usually a UNetEncoder).
             sem_seg_head: a head on detectron2's semantic head contract (usually a UNetHead).
             pixel_mean, pixel_std: C values each, to normalise the C-channel input image.
+            crf: optional inference-only post-processing (a DenseCRF; MODEL.CRF).
+            inference: eval mode (whole / slide, flip / scales TTA; TEST.SEM_SEG); None = whole.
         """
         super().__init__(
             backbone=backbone,
             sem_seg_head=sem_seg_head,
             pixel_mean=pixel_mean,
             pixel_std=pixel_std,
+            crf=crf,
+            inference=inference,
         )
 
     @classmethod
@@ -81,5 +89,7 @@ class UNet(EncoderDecoderSegmentor):
             "sem_seg_head": UNetHead(cfg, backbone.output_shape()),
             "pixel_mean": pixel_mean,
             "pixel_std": pixel_std,
+            "crf": build_crf(cfg),
+            "inference": SemSegInference.from_config(cfg),
         }
 

@@ -1,0 +1,166 @@
+"""tools/predict.py end to end, in process, on a tiny randomly initialised U-Net whose
+weights the test writes with DetectionCheckpointer: outputs, input forms, errors."""
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import seg_plugins  # noqa: F401  must come before detectron2 submodules (repairs the install)
+
+# isort: split
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import build_model
+
+from seg_plugins import add_seg_plugins_config
+from seg_plugins.data import SemSegDatasetMapper
+from seg_plugins.data.io import read_label
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+UNET_CFG = os.path.join(REPO, "configs", "shapes", "unet_shapes.yaml")
+TINY = ["MODEL.UNET.BASE_CHANNELS", "4", "MODEL.UNET.DEPTH", "2", "MODEL.DEVICE", "cpu"]
+SIZES = [(40, 52), (33, 47), (64, 64)]  # (H, W); odd sizes: the model pads and crops back
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location(
+        "predict_tool", os.path.join(REPO, "tools", "predict.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+predict = _load_tool()
+
+
+def _model(opts):
+    cfg = get_cfg()
+    add_seg_plugins_config(cfg)
+    cfg.merge_from_file(UNET_CFG)
+    cfg.merge_from_list(opts)
+    torch.manual_seed(0)
+    return cfg, build_model(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A randomly initialised tiny U-Net (4 classes), saved as a detectron2 checkpoint."""
+    folder = tmp_path_factory.mktemp("weights")
+    _, model = _model(TINY)
+    DetectionCheckpointer(model, save_dir=str(folder)).save("tiny")
+    return str(folder / "tiny.pth")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate(SIZES):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3)).astype(np.uint8)).save(
+            folder / f"im{i}.png"
+        )
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def _run(tmp_path, inputs, *extra, opts=()):
+    argv = ["--config-file", UNET_CFG, "--input", *inputs, "--output", str(tmp_path), *extra]
+    return predict.main(argv + ["--opts", *TINY, *opts])
+
+
+def test_folder_gives_palette_labels_overlays_and_probabilities(tmp_path, images, weights):
+    assert _run(tmp_path, [str(images)], "--probabilities", opts=["MODEL.WEIGHTS", weights]) == 0
+    stuff_colors = MetadataCatalog.get("shapes_val").stuff_colors
+    cfg, model = _model([*TINY, "MODEL.WEIGHTS", weights])
+    DetectionCheckpointer(model).load(weights)
+    mapper = SemSegDatasetMapper(cfg, is_train=False)
+    for i, (h, w) in enumerate(SIZES):
+        with Image.open(tmp_path / f"im{i}.png") as png:
+            assert png.mode == "P" and png.size == (w, h)
+            assert np.reshape(png.getpalette()[:12], (4, 3)).tolist() == stuff_colors
+        label = read_label(str(tmp_path / f"im{i}.png"))
+        assert label.max() < 4
+        # Same pipeline as evaluation: the mapper's input, the model's argmax.
+        with torch.no_grad():
+            logits = model([mapper({"file_name": str(images / f"im{i}.png")})])[0]["sem_seg"]
+        np.testing.assert_array_equal(label, logits.argmax(0).numpy())
+        prob = np.load(tmp_path / f"im{i}_prob.npy")
+        assert prob.shape == (4, h, w) and prob.dtype == np.float16
+        np.testing.assert_allclose(prob.astype(np.float32).sum(0), 1.0, atol=5e-3)
+        np.testing.assert_array_equal(
+            prob.astype(np.float32).argmax(0)[prob.max(0) > 0.5], label[prob.max(0) > 0.5]
+        )
+        with Image.open(tmp_path / f"im{i}_overlay.png") as overlay:
+            assert overlay.mode == "RGB" and overlay.height / overlay.width == pytest.approx(
+                h / w, rel=0.05
+            )
+            assert overlay.width >= w
+    assert not os.path.exists(tmp_path / "notes.png")  # only image files are read
+
+
+def test_glob_and_binary_grayscale_model(tmp_path, images):
+    opts = [
+        *TINY,
+        "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+        "1",
+        "INPUT.FORMAT",
+        "L",
+        "MODEL.PIXEL_MEAN",
+        "[128.0]",
+        "MODEL.PIXEL_STD",
+        "[64.0]",
+    ]
+    _, model = _model(opts)
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("binary")
+    out = tmp_path / "out"
+    binary = ["MODEL.WEIGHTS", str(tmp_path / "binary.pth"), *opts]
+    assert _run(out, [str(images / "im[01].png")], "--probabilities", opts=binary) == 0
+    assert sorted(os.listdir(out)) == [
+        "im0.png",
+        "im0_overlay.png",
+        "im0_prob.npy",
+        "im1.png",
+        "im1_overlay.png",
+        "im1_prob.npy",
+    ]
+    label = read_label(str(out / "im1.png"))
+    prob = np.load(out / "im1_prob.npy")
+    assert label.shape == SIZES[1] and set(np.unique(label)) <= {0, 1}
+    assert prob.shape == (1, *SIZES[1])  # the foreground probability
+    clear = np.abs(prob[0].astype(np.float32) - 0.5) > 0.01  # away from float16 rounding
+    np.testing.assert_array_equal(label[clear], (prob[0] > 0.5)[clear])
+
+
+def test_command_mistakes_exit_2_naming_the_problem(tmp_path, images, weights, capsys):
+    w = ["MODEL.WEIGHTS", weights]
+    assert _run(tmp_path, [str(images / "*.jpg")], opts=w) == 2
+    assert "*.jpg" in capsys.readouterr().err
+    assert _run(tmp_path, [str(tmp_path / "missing.png")], opts=w) == 2
+    assert "missing.png': no such file or folder" in capsys.readouterr().err
+    assert _run(tmp_path, [str(images)]) == 2  # no weights
+    assert "MODEL.WEIGHTS" in capsys.readouterr().err
+    assert _run(images, [str(images / "im0.png")], opts=w) == 2  # would overwrite the input
+    assert "overwrite the input" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(other / "im0.png")
+    assert _run(tmp_path, [str(images / "im0.png"), str(other)], opts=w) == 2
+    assert "same name 'im0'" in capsys.readouterr().err
+    assert _run(tmp_path, [str(images)], opts=["MODEL.UNET.DEPTH", "3", *w]) == 2
+    assert "is --config-file the config" in capsys.readouterr().err
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    assert _run(tmp_path, [str(images)], opts=["MODEL.WEIGHTS", str(tmp_path / "junk.pth")]) == 2
+    assert "cannot load MODEL.WEIGHTS" in capsys.readouterr().err
+
+
+def test_unreadable_image_exits_1_naming_it(tmp_path, weights, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    assert _run(tmp_path / "out", [str(bad)], opts=["MODEL.WEIGHTS", weights]) == 1
+    assert "broken.png" in capsys.readouterr().err
