@@ -118,6 +118,14 @@ def add_seg_plugins_config(cfg: CN) -> CN:
     # "category area" constraint); 1.0 = off.
     _setdefault(cfg.INPUT.SEM_SEG, "CROP_SINGLE_CATEGORY_MAX_AREA", 1.0)
 
+    # Per-image intensity normalisation right after reading (16-bit / float medical images):
+    # "none", "zscore" (per channel; use PIXEL_MEAN 0 / PIXEL_STD 1), "percentile" (clip to
+    # PERCENTILES, rescale to 0..255) or "window" (clip to WINDOW, e.g. a CT window in HU).
+    _setdefault(cfg.INPUT, "INTENSITY_NORM", CN())
+    _setdefault(cfg.INPUT.INTENSITY_NORM, "MODE", "none")  # see above
+    _setdefault(cfg.INPUT.INTENSITY_NORM, "PERCENTILES", [0.5, 99.5])  # [low, high] in %
+    _setdefault(cfg.INPUT.INTENSITY_NORM, "WINDOW", [0.0, 255.0])  # [low, high] raw values
+
     # --- solver ---------------------------------------------------------------------------
     _setdefault(cfg.SOLVER, "OPTIMIZER", "SGD")  # "SGD" (detectron2's) or "AdamW"
     _setdefault(cfg.SOLVER, "BETAS", [0.9, 0.999])  # AdamW betas

@@ -97,22 +97,15 @@ def _voc_colormap(n: int) -> list[list[int]]:
 
 def _image_size(path: str) -> tuple[int, int]:
     """(height, width) of an image from its header, after EXIF rotation (as read_image sees
-    it). Raises ValueError for images of more than 8 bits per channel."""
+    it); 16-bit / float images are fine (seg_plugins.data.read_image keeps their values)."""
     try:
         with Image.open(path) as img:
-            width, height, mode = img.width, img.height, img.mode
+            width, height = img.width, img.height
             # Only EXIF already parsed with the header (JPEG): img.getexif() would decode
             # a PNG whose eXIf chunk follows the pixels.
             orientation = img.getexif().get(_EXIF_ORIENTATION, 1) if "exif" in img.info else 1
     except _READ_ERRORS as err:
         raise OSError(f"cannot read image {path!r}: {err}") from err
-    if mode.startswith(("I", "F")):
-        raise ValueError(
-            f"image {path!r} has PIL mode {mode!r} (more than 8 bits per pixel), but images are "
-            f"read with detectron2's read_image, which clips them to 0..255 (INPUT.FORMAT 'L' "
-            f"or 'RGB'). Convert the images to 8-bit first (choose a window, rescale the "
-            f"intensities to 0..255, save as uint8 PNG); {_README}."
-        )
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
@@ -217,8 +210,7 @@ def load_sem_seg_folder(
 
     Raises:
         FileNotFoundError: a folder is missing, or holds no ``*<image_ext>`` file.
-        ValueError: an image has no mask or a mask no image (the first few are named), or an
-            image has more than 8 bits per pixel.
+        ValueError: an image has no mask or a mask no image (the first few are named).
     """
     indices = f" 0..{num_classes - 1}" if num_classes > 0 else ""
     fix = (
@@ -370,7 +362,7 @@ def register_medical_binary(
     root: str | None = None, *, prefix: str = "medical_binary"
 ) -> list[str]:
     """Register ``{prefix}_train`` / ``{prefix}_val``: the folder pairs
-    ``<root>/medical_binary/{train,val}/{images,masks}/<case>.png`` (8-bit images; masks 0 =
+    ``<root>/medical_binary/{train,val}/{images,masks}/<case>.png`` (8- or 16-bit images; masks 0 =
     background, 1 = foreground, 255 = ignore). Returns the names."""
     root = _default_root() if root is None else os.path.expanduser(str(root))
     names = []

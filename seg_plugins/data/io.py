@@ -5,15 +5,21 @@ Shapes: (H, W) for a label map of class indices, (H, W, C) for an image.
 A label map is read *raw*: a palette ("P") PNG gives its palette indices, never the colours
 the palette maps them to (``Image.convert("L")`` would turn index 3 of a palette into the
 grey level of its colour, silently changing the classes); 16-bit PNGs keep their values.
+
+Images of more than 8 bits per sample (16-bit PNG / TIFF, 32-bit float TIFF: CT, MRI,
+microscopy) are read with their values intact as float32 -- detectron2's ``read_image``
+converts them with PIL, which clips to 0..255 (mode "L") or truncates 48-bit PNGs to 8 bits,
+a silent wrong answer. OpenCV decodes them instead (PIL has no 16-bit multi-channel modes).
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from detectron2.data import detection_utils
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["read_image", "read_label"]
+__all__ = ["bits_per_sample", "read_image", "read_label"]
 
 # PIL modes that hold one integer per pixel, i.e. a class index.
 _INDEX_MODES = ("1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N")
@@ -30,16 +36,71 @@ def _read_error(path: str, what: str, err: Exception) -> OSError:
     return OSError(message + " (is the file truncated or not an image?)")
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TIFF_BITS_PER_SAMPLE = 258
+
+
+def bits_per_sample(path: str) -> int:
+    """Bits per sample of an image, from its header only (PNG: IHDR; TIFF: tag 258; any
+    other format and PIL's 16/32-bit modes: from the PIL mode)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+        if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+            return head[24]
+        with Image.open(path) as img:
+            tags = getattr(img, "tag_v2", None)
+            if tags is not None and _TIFF_BITS_PER_SAMPLE in tags:
+                bits = tags[_TIFF_BITS_PER_SAMPLE]
+                return int(max(bits) if isinstance(bits, tuple) else bits)
+            return 32 if img.mode in ("I", "F") else 16 if img.mode.startswith("I;16") else 8
+    except _READ_ERRORS as err:
+        raise _read_error(path, "image", err) from err
+
+
+def _read_high_depth(path: str, format: str | None) -> np.ndarray:
+    """A > 8-bit image as float32 of shape (H, W, C), values unchanged, channels in
+    ``format`` order ("L" needs a 1-channel file; "RGB" / "BGR" a 3-channel one)."""
+    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)  # BGR(A) order, native depth
+    if image is None:
+        raise OSError(f"cannot read image {path!r}: OpenCV could not decode it")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    channels = image.shape[2]
+    if format == "L" and channels != 1:
+        raise ValueError(
+            f"image {path!r} has {channels} channels of {image.dtype} and INPUT.FORMAT is 'L': "
+            f"a > 8-bit image is not converted to grey (that would mix its raw values); save "
+            f"one channel, or set INPUT.FORMAT to 'BGR' / 'RGB' with {channels} PIXEL_MEAN values"
+        )
+    if format in ("RGB", "BGR"):
+        if channels == 4:
+            image = image[:, :, :3]  # alpha dropped, as detectron2 does for 8-bit RGBA
+        if image.shape[2] != 3:
+            raise ValueError(
+                f"image {path!r} has {channels} channel(s) of {image.dtype} and INPUT.FORMAT "
+                f"is {format!r}; set INPUT.FORMAT 'L' (1 channel) and one PIXEL_MEAN value"
+            )
+        if format == "RGB":
+            image = image[:, :, ::-1]
+    return np.ascontiguousarray(image, dtype=np.float32)
+
+
 def read_image(path: str, format: str | None = None) -> np.ndarray:
     """Read an image with :func:`detectron2.data.detection_utils.read_image` (EXIF
-    orientation applied; ``format`` is "RGB", "BGR", "L", ... as there).
+    orientation applied; ``format`` is "RGB", "BGR", "L", ... as there); images of more than
+    8 bits per sample with OpenCV, values unchanged (module docstring).
 
     Returns:
-        np.ndarray of shape (H, W, C) (or (H, W, 1) for "L"), uint8, writable.
+        np.ndarray of shape (H, W, C) (or (H, W, 1) for "L"), writable: uint8, or float32
+        for > 8-bit images.
 
     Raises:
-        FileNotFoundError / OSError naming ``path`` when it is missing or unreadable.
+        FileNotFoundError / OSError naming ``path`` when it is missing or unreadable;
+        ValueError when a > 8-bit image's channels do not fit ``format``.
     """
+    if bits_per_sample(path) > 8:
+        return _read_high_depth(path, format)
     try:
         image = detection_utils.read_image(path, format=format)
     except _READ_ERRORS as err:

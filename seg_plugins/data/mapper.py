@@ -49,6 +49,59 @@ class RandomResizeRatio(T.Augmentation):
         return T.ResizeTransform(h, w, new_h, new_w, self.interp)
 
 
+INTENSITY_MODES = ("none", "zscore", "percentile", "window")
+
+
+def normalize_intensity(image: np.ndarray, mode: str, percentiles=(0.5, 99.5), window=(0, 255)):
+    """Per-image intensity normalisation of an image of shape (H, W, C), per channel; for
+    16-bit / float medical images (CT windows, MRI, microscopy) before augmentation.
+
+    - "none": unchanged.
+    - "zscore": (x - mean) / std per channel (nnU-Net's MRI scheme); pair with PIXEL_MEAN 0
+      and PIXEL_STD 1. A constant channel becomes 0.
+    - "percentile": clipped to the image's [p_lo, p_hi] percentiles, rescaled to 0..255.
+    - "window": clipped to the fixed [lo, hi] (e.g. a CT window in HU), rescaled to 0..255.
+
+    Returns float32 of the same shape (uint8 unchanged for "none").
+    """
+    if mode == "none":
+        return image
+    x = image.astype(np.float32)
+    if mode == "zscore":
+        mean = x.mean(axis=(0, 1), keepdims=True)
+        std = x.std(axis=(0, 1), keepdims=True)
+        return (x - mean) / np.where(std > 0, std, 1.0)
+    if mode == "percentile":
+        lo = np.percentile(x, percentiles[0], axis=(0, 1), keepdims=True)
+        hi = np.percentile(x, percentiles[1], axis=(0, 1), keepdims=True)
+    elif mode == "window":
+        lo, hi = float(window[0]), float(window[1])
+    else:
+        raise ValueError(
+            f"INPUT.INTENSITY_NORM.MODE must be one of {INTENSITY_MODES}, got {mode!r}"
+        )
+    scale = 255.0 / np.maximum(np.asarray(hi, np.float32) - lo, 1e-6)
+    return ((np.clip(x, lo, hi) - lo) * scale).astype(np.float32)
+
+
+def _check_intensity_cfg(mode: str, percentiles, window) -> None:
+    if mode not in INTENSITY_MODES:
+        raise ValueError(
+            f"INPUT.INTENSITY_NORM.MODE must be one of {INTENSITY_MODES}, got {mode!r}"
+        )
+    if mode == "percentile" and not (
+        len(percentiles) == 2 and 0 <= percentiles[0] < percentiles[1] <= 100
+    ):
+        raise ValueError(
+            f"INPUT.INTENSITY_NORM.PERCENTILES must be [low, high] with 0 <= low < high <= 100, "
+            f"got {list(percentiles)}"
+        )
+    if mode == "window" and not (len(window) == 2 and window[0] < window[1]):
+        raise ValueError(
+            f"INPUT.INTENSITY_NORM.WINDOW must be [low, high] with low < high, got {list(window)}"
+        )
+
+
 def build_sem_seg_augmentations(cfg, is_train: bool, ignore_label: int = 255) -> list:
     """Training: random scale (INPUT.SEM_SEG.RESIZE_RATIO_RANGE), crop (INPUT.CROP with
     INPUT.SEM_SEG.CROP_SINGLE_CATEGORY_MAX_AREA), flip (INPUT.RANDOM_FLIP). Test: none, as
@@ -107,6 +160,9 @@ class SemSegDatasetMapper:
         augmentations: list | None = None,
         image_format: str = "BGR",
         ignore_label: int = 255,
+        intensity_norm: str = "none",
+        intensity_percentiles: tuple = (0.5, 99.5),
+        intensity_window: tuple = (0.0, 255.0),
     ):
         """
         Args:
@@ -116,7 +172,14 @@ class SemSegDatasetMapper:
             image_format: format of ``image`` ("BGR", "RGB", ...; cfg.INPUT.FORMAT).
             ignore_label: label of unlabelled pixels, stored as ``self.ignore_label``;
                 ``from_config`` also gives it to the crop's category-area constraint.
+            intensity_norm, intensity_percentiles, intensity_window: per-image intensity
+                normalisation right after reading (:func:`normalize_intensity`;
+                cfg.INPUT.INTENSITY_NORM.{MODE, PERCENTILES, WINDOW}).
         """
+        _check_intensity_cfg(intensity_norm, intensity_percentiles, intensity_window)
+        self.intensity_norm = intensity_norm
+        self.intensity_percentiles = tuple(intensity_percentiles)
+        self.intensity_window = tuple(intensity_window)
         self.is_train = is_train
         self.augmentations = T.AugmentationList(list(augmentations or []))
         self.image_format = image_format
@@ -135,6 +198,9 @@ class SemSegDatasetMapper:
             "augmentations": build_sem_seg_augmentations(cfg, is_train, ignore_label),
             "image_format": cfg.INPUT.FORMAT,
             "ignore_label": ignore_label,
+            "intensity_norm": cfg.INPUT.INTENSITY_NORM.MODE,
+            "intensity_percentiles": tuple(cfg.INPUT.INTENSITY_NORM.PERCENTILES),
+            "intensity_window": tuple(cfg.INPUT.INTENSITY_NORM.WINDOW),
         }
 
     def _read_label(self, dataset_dict: dict, image: np.ndarray) -> np.ndarray | None:
@@ -166,6 +232,9 @@ class SemSegDatasetMapper:
         dataset_dict = copy.deepcopy(dataset_dict)
         image = read_image(dataset_dict["file_name"], format=self.image_format)
         utils.check_image_size(dataset_dict, image)
+        image = normalize_intensity(
+            image, self.intensity_norm, self.intensity_percentiles, self.intensity_window
+        )
         label = self._read_label(dataset_dict, image)
 
         aug_input = T.AugInput(image, sem_seg=label)

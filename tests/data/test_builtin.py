@@ -267,13 +267,74 @@ def test_record_size_follows_exif_rotation_as_read_image(tmp_path, names):
     assert (record["height"], record["width"]) == (30, 10)
 
 
-def test_16bit_images_are_refused_naming_the_file(tmp_path, names):
-    base = _fake_medical(tmp_path, {"ct": (8, 8)})
-    image = (np.arange(64).reshape(8, 8) * 1000).astype(np.uint16)
-    Image.fromarray(image).save(os.path.join(base, "images", "ct.png"))
-    names += register_medical_binary(str(tmp_path), prefix="t_med")
-    with pytest.raises(ValueError, match=r"ct\.png.*8-bit"):
-        DatasetCatalog.get("t_med_train")
+def test_16bit_tiff_medical_pairs_load_map_train_and_evaluate(tmp_path, names):
+    """16-bit TIFF CT-like slices (values up to 4000) with 0/1 masks: the records, the mapper
+    (a fixed window, values intact before it), two training iterations of the medical U-Net
+    and an evaluation."""
+    import cv2
+    import torch
+    from detectron2.modeling import build_model
+    from detectron2.utils.events import EventStorage
+
+    from seg_plugins.evaluation import SemSegMetricsEvaluator
+
+    base = os.path.join(tmp_path, "medical_binary", "train")
+    os.makedirs(os.path.join(base, "images"))
+    os.makedirs(os.path.join(base, "masks"))
+    rng = np.random.default_rng(0)
+    for case in ("ct_0", "ct_1"):
+        image = rng.integers(0, 1000, (40, 48)).astype(np.uint16)
+        mask = np.zeros((40, 48), np.uint8)
+        mask[10:30, 8:40] = 1
+        image[mask == 1] += 3000  # bright foreground, above 8 bits
+        assert cv2.imwrite(os.path.join(base, "images", f"{case}.tif"), image)
+        Image.fromarray(mask).save(os.path.join(base, "masks", f"{case}.png"))
+    register_sem_seg_folder(
+        "t_med16_train",
+        os.path.join(base, "images"),
+        os.path.join(base, "masks"),
+        stuff_classes=["background", "foreground"],
+        image_ext=".tif",
+    )
+    names.append("t_med16_train")
+    records = DatasetCatalog.get("t_med16_train")
+    assert [(r["height"], r["width"]) for r in records] == [(40, 48), (40, 48)]
+    assert read_image(records[0]["file_name"], format="L").max() > 3000  # not clipped
+
+    cfg = _config("configs/medical/unet_S5_medical_binary_40k.yaml")
+    cfg.merge_from_list(
+        ["DATASETS.TRAIN", ("t_med16_train",), "DATASETS.TEST", ("t_med16_train",)]
+        + ["INPUT.INTENSITY_NORM.MODE", "window", "INPUT.INTENSITY_NORM.WINDOW", [0.0, 4000.0]]
+        + ["INPUT.CROP.ENABLED", False, "INPUT.SEM_SEG.RESIZE_RATIO_RANGE", [1.0, 1.0]]
+        + ["MODEL.UNET.BASE_CHANNELS", 4, "MODEL.UNET.DEPTH", 2, "MODEL.DEVICE", "cpu"]
+    )
+    batch = [SemSegDatasetMapper(cfg, is_train=True)(r) for r in records]
+    image = batch[0]["image"]
+    assert image.dtype == torch.float32 and image.shape == (1, 40, 48)
+    assert 0 <= image.min() and image.max() <= 255 and image.max() > 200  # windowed, not clipped
+    fg = batch[0]["sem_seg"] == 1
+    assert image[0][fg].mean() > 3 * image[0][~fg].mean()  # the foreground stays bright
+
+    model = build_model(cfg)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    model.train()
+    for it in range(2):
+        with EventStorage(it):
+            loss = sum(model(batch).values())
+        assert torch.isfinite(loss)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    evaluator = SemSegMetricsEvaluator(cfg, "t_med16_train")
+    evaluator.reset()
+    test_mapper = SemSegDatasetMapper(cfg, is_train=False)
+    with torch.no_grad():
+        for r in records:
+            item = test_mapper(r)
+            evaluator.process([r], model([item]))
+    res = evaluator.evaluate()["sem_seg"]
+    assert 0 <= res["mIoU"] <= 100 and "caseDice-foreground" in res
 
 
 def test_0_255_binary_mask_warns(tmp_path, names, caplog):
