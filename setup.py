@@ -30,6 +30,8 @@ setup(
         # "cityscapes_instance"): detectron2's Cityscapes evaluators import it lazily, so
         # without it the failure would come only at the end of training.
         "cityscapesscripts>=2.2",
+        # detectron2's Cityscapes instance loader (polygons JSON -> masks) imports shapely.
+        "shapely>=2.0",
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6"],

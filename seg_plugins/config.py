@@ -126,6 +126,33 @@ def add_seg_plugins_config(cfg: CN) -> CN:
     _setdefault(cfg.INPUT.INTENSITY_NORM, "PERCENTILES", [0.5, 99.5])  # [low, high] in %
     _setdefault(cfg.INPUT.INTENSITY_NORM, "WINDOW", [0.0, 255.0])  # [low, high] raw values
 
+    # Photometric distortion of training images (mmsegmentation's PhotoMetricDistortion):
+    # each step applied with probability 0.5, contrast before or after the HSV steps at
+    # random; saturation / hue only for 3-channel RGB / BGR images.
+    _setdefault(cfg.INPUT.SEM_SEG, "PHOTOMETRIC", CN())
+    photo = cfg.INPUT.SEM_SEG.PHOTOMETRIC
+    _setdefault(photo, "ENABLED", False)  # off by default (as detectron2's stock configs)
+    _setdefault(photo, "BRIGHTNESS_DELTA", 32.0)  # add U(-d, d), in 0..255 units
+    _setdefault(photo, "CONTRAST_RANGE", [0.5, 1.5])  # multiply by U(lo, hi)
+    _setdefault(photo, "SATURATION_RANGE", [0.5, 1.5])  # multiply HSV saturation by U(lo, hi)
+    _setdefault(photo, "HUE_DELTA", 18)  # add U(-d, d) to OpenCV hue (0..180 scale)
+    # Pad training crops smaller than INPUT.CROP.SIZE up to it: image with 0, label with the
+    # ignore value, so every batch has the crop size (mmsegmentation's Pad after RandomCrop).
+    _setdefault(cfg.INPUT.SEM_SEG, "PAD_TO_CROP", True)
+
+    # --- dataset specs and checks (seg_plugins.data.spec / .validation) --------------------
+    # YAML / JSON dataset spec files registered when the config is loaded (datasets without
+    # Python; see datasets/README.md). Relative paths are resolved from the working dir.
+    _setdefault(cfg.DATASETS, "SPECS", [])
+    # Check run on every dataset when its loader is built: "off"; "light" (files exist,
+    # headers readable, image/label sizes agree, label modes, annotation geometry); "full"
+    # (also decodes every image and label and checks label values; tools/check_dataset.py).
+    _setdefault(cfg.DATASETS, "CHECK", "light")
+    # False (default): the first bad sample stops the run with every problem found named.
+    # True: bad samples are dropped (training: also those found while decoding), counted,
+    # logged, and listed in OUTPUT_DIR/skipped_samples.json.
+    _setdefault(cfg.DATASETS, "SKIP_BAD_SAMPLES", False)
+
     # --- solver ---------------------------------------------------------------------------
     _setdefault(cfg.SOLVER, "OPTIMIZER", "SGD")  # "SGD" (detectron2's) or "AdamW"
     _setdefault(cfg.SOLVER, "BETAS", [0.9, 0.999])  # AdamW betas

@@ -234,7 +234,7 @@ class Predictor:
             raise ValueError(
                 f"{path}: read as {inputs['image'].shape[0]} channel(s) with INPUT.FORMAT "
                 f"{self.format!r}, but the model takes {self.channels} (MODEL.PIXEL_MEAN); "
-                "set INPUT.FORMAT to 'L' for 1 channel or 'RGB' / 'BGR' for 3"
+                "set INPUT.FORMAT to 'L' for 1 channel, 'RGB' / 'BGR' for 3, 'RAW' for any count"
             )
         inputs["display"] = read_display_image(path)
         return inputs

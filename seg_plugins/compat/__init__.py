@@ -346,6 +346,44 @@ def _repair_cityscapes_json() -> None:
         when_imported(name, patch)
 
 
+# --------------------------------------------------------------------------- Python >= 3.11
+class _SampleableSet(set):
+    """A set that ``random.sample`` accepts (Python >= 3.11 takes sequences only): indexing
+    walks the set, which happens only on the rare fallback path of MapDataset."""
+
+    def __getitem__(self, index):
+        return list(self)[index]
+
+
+def _repair_map_dataset_fallback() -> None:
+    """``MapDataset`` keeps the indices it may fall back to, when its mapper returns None (a
+    sample to skip), in a ``set`` and draws one with ``random.sample``, which since Python
+    3.11 raises TypeError for sets: skipping a bad sample crashed the loader instead. The set
+    becomes a :class:`_SampleableSet` (same contents, same draws as on Python 3.10)."""
+    if sys.version_info < (3, 11):
+        return
+    from collections.abc import Sequence
+
+    Sequence.register(_SampleableSet)
+
+    def patch(module):
+        cls = module.MapDataset
+        if getattr(cls.__init__, "_seg_plugins_repaired", False):
+            return
+        original = cls.__init__
+
+        def __init__(self, *args, **kwargs):
+            original(self, *args, **kwargs)
+            if type(getattr(self, "_fallback_candidates", None)) is set:
+                self._fallback_candidates = _SampleableSet(self._fallback_candidates)
+
+        __init__._seg_plugins_repaired = True
+        cls.__init__ = __init__
+        _record("map_dataset_fallback", "MapDataset's fallback indices sampleable on 3.11+")
+
+    when_imported("detectron2.data.common", patch)
+
+
 _REPAIRS: List[Callable[[], None]] = [
     _repair_importlib_abc,
     _repair_pillow_linear,
@@ -355,6 +393,7 @@ _REPAIRS: List[Callable[[], None]] = [
     _repair_lr_scheduler_hook,
     _repair_export_without_caffe2,
     _repair_cityscapes_json,
+    _repair_map_dataset_fallback,
 ]
 
 

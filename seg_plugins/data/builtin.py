@@ -38,9 +38,9 @@ import os
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from PIL import Image
 
-from .io import _READ_ERRORS, read_label
+from .io import image_size, read_label
+from .labels import label_transform_for
 from .shapes import _default_root
 
 __all__ = [
@@ -66,7 +66,6 @@ VOC_CLASSES = [
 # fmt: on
 MEDICAL_BINARY_CLASSES = ["background", "foreground"]
 _SHOWN = 5  # unmatched / missing files named in an error message
-_EXIF_ORIENTATION = 0x0112
 _README = "see datasets/README.md"
 _VOC_FIX = (
     "Download VOCtrainval_11-May-2012.tar from http://host.robots.ox.ac.uk/pascal/VOC/voc2012/ "
@@ -95,33 +94,20 @@ def _voc_colormap(n: int) -> list[list[int]]:
     return colors
 
 
-def _image_size(path: str) -> tuple[int, int]:
-    """(height, width) of an image from its header, after EXIF rotation (as read_image sees
-    it); 16-bit / float images are fine (seg_plugins.data.read_image keeps their values)."""
-    try:
-        with Image.open(path) as img:
-            width, height = img.width, img.height
-            # Only EXIF already parsed with the header (JPEG): img.getexif() would decode
-            # a PNG whose eXIf chunk follows the pixels.
-            orientation = img.getexif().get(_EXIF_ORIENTATION, 1) if "exif" in img.info else 1
-    except _READ_ERRORS as err:
-        raise OSError(f"cannot read image {path!r}: {err}") from err
-    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
-
-
-def _records(pairs: list[tuple[str, str]]) -> list[dict]:
+def _records(pairs: list[tuple[str, str]], label_transform: dict | None = None) -> list[dict]:
     records = []
     for image_file, mask_file in pairs:
-        height, width = _image_size(image_file)
-        records.append(
-            {
-                "file_name": image_file,
-                "sem_seg_file_name": mask_file,
-                "height": height,
-                "width": width,
-                "image_id": os.path.splitext(os.path.basename(image_file))[0],
-            }
-        )
+        height, width = image_size(image_file)
+        record = {
+            "file_name": image_file,
+            "sem_seg_file_name": mask_file,
+            "height": height,
+            "width": width,
+            "image_id": os.path.splitext(os.path.basename(image_file))[0],
+        }
+        if label_transform is not None:
+            record["sem_seg_label_transform"] = dict(label_transform)
+        records.append(record)
     return records
 
 
@@ -186,7 +172,8 @@ def _warn_if_0_255_binary(records: list[dict], ignore_label: int, dataset_name: 
     if 255 in values and values <= {0, 255}:
         logger.warning(
             "dataset '%s': mask %r holds only 0 and 255; 255 is the ignore label, so its "
-            "foreground would be ignored. Save foreground as 1 (e.g. (mask > 127).astype(uint8)).",
+            "foreground would be ignored. Register the dataset with mask_values='0/255' "
+            "(dataset spec: mask_values: '0/255'), or save foreground as 1.",
             dataset_name,
             records[0]["sem_seg_file_name"],
         )
@@ -201,12 +188,14 @@ def load_sem_seg_folder(
     dataset_name: str = "",
     num_classes: int = 0,
     ignore_label: int = IGNORE_LABEL,
+    label_transform: dict | None = None,
 ) -> list[dict]:
     """Records of the images in ``image_dir`` paired by stem with the masks in ``mask_dir``
     (``<stem><image_ext>`` with ``<stem><mask_ext>``), in file-name order.
 
-    ``num_classes`` and ``ignore_label`` only shape the messages (and, for 2 classes, a
-    warning when the first mask looks like a 0/255 mask).
+    ``num_classes`` and ``ignore_label`` only shape the messages (and, for 2 classes without
+    a stated ``label_transform``, a warning when the first mask looks like a 0/255 mask).
+    ``label_transform`` (:mod:`seg_plugins.data.labels`) is stored in every record.
 
     Raises:
         FileNotFoundError: a folder is missing, or holds no ``*<image_ext>`` file.
@@ -224,8 +213,8 @@ def load_sem_seg_folder(
     images, masks = _stems(image_dir, image_ext), _stems(mask_dir, mask_ext)
     _check_pairs(image_dir, mask_dir, images, masks, image_ext, mask_ext, dataset_name)
     pairs = [(os.path.join(image_dir, images[s]), os.path.join(mask_dir, masks[s])) for s in images]
-    records = _records(pairs)
-    if num_classes == 2:
+    records = _records(pairs, label_transform)
+    if num_classes == 2 and label_transform is None:
         _warn_if_0_255_binary(records, ignore_label, dataset_name)
     logger.info("dataset '%s': %d image/mask pairs from %s", dataset_name, len(records), image_dir)
     return records
@@ -241,6 +230,8 @@ def register_sem_seg_folder(
     image_ext: str = ".png",
     mask_ext: str = ".png",
     evaluator_type: str = "sem_seg",
+    reduce_zero_label: bool = False,
+    mask_values: str | None = None,
 ) -> None:
     """Register ``name``: the images of ``image_dir`` paired by file stem with the label maps
     of ``mask_dir`` (see :func:`load_sem_seg_folder`). Nothing is listed until
@@ -254,7 +245,19 @@ def register_sem_seg_folder(
         image_ext, mask_ext: what follows the stem in image / mask file names, e.g. ".png",
             ".jpg", "_mask.png" (matched case-insensitively).
         evaluator_type: metadata read by seg_plugins' Trainer ("sem_seg").
+        reduce_zero_label: labels are 0..K with 0 = not labelled (ADE20K's raw
+            annotations): read as 0 -> ignore_label, k -> k - 1.
+        mask_values: for a binary dataset, how its masks store foreground: "0/1" or "0/255"
+            (255 read as 1). None: label values are class indices as stored.
     """
+    label_transform = label_transform_for(
+        reduce_zero_label=reduce_zero_label, mask_values=mask_values, ignore_label=ignore_label
+    )
+    if mask_values is not None and len(stuff_classes) != 2:
+        raise ValueError(
+            f"mask_values {mask_values!r} describes binary masks, but {len(stuff_classes)} "
+            f"classes were given; give 2 classes (['background', <foreground>])"
+        )
     if not stuff_classes or not all(isinstance(c, str) for c in stuff_classes):
         raise ValueError(f"stuff_classes must be a non-empty list of names, got {stuff_classes!r}")
     if 0 <= ignore_label < len(stuff_classes):
@@ -276,6 +279,7 @@ def register_sem_seg_folder(
         dataset_name=name,
         num_classes=len(stuff_classes),
         ignore_label=ignore_label,
+        label_transform=label_transform,
     )
     DatasetCatalog.register(name, loader)
     MetadataCatalog.get(name).set(
@@ -284,6 +288,8 @@ def register_sem_seg_folder(
         evaluator_type=evaluator_type,
         image_root=image_dir,
         sem_seg_root=mask_dir,
+        reduce_zero_label=bool(reduce_zero_label),
+        mask_values=mask_values,
     )
 
 

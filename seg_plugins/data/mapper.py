@@ -18,7 +18,14 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from PIL import Image
 
-from .io import read_image, read_label
+from .augmentations import (
+    MultiChannelResizeTransform,
+    build_pad_to_crop,
+    build_photometric_distortion,
+)
+from .io import check_channels, check_format_channels, read_image, read_label
+from .labels import apply_label_transform
+from .validation import DataProblemError, Problem, check_label_values
 
 __all__ = ["RandomResizeRatio", "SemSegDatasetMapper", "build_sem_seg_augmentations"]
 
@@ -46,7 +53,8 @@ class RandomResizeRatio(T.Augmentation):
         h, w = image.shape[:2]
         ratio = np.random.uniform(self.min_ratio, self.max_ratio)
         new_h, new_w = max(1, round(h * ratio)), max(1, round(w * ratio))
-        return T.ResizeTransform(h, w, new_h, new_w, self.interp)
+        # not T.ResizeTransform: PIL would treat a 2- / 4-channel uint8 image as LA / RGBA
+        return MultiChannelResizeTransform(h, w, new_h, new_w, self.interp)
 
 
 INTENSITY_MODES = ("none", "zscore", "percentile", "window")
@@ -104,8 +112,9 @@ def _check_intensity_cfg(mode: str, percentiles, window) -> None:
 
 def build_sem_seg_augmentations(cfg, is_train: bool, ignore_label: int = 255) -> list:
     """Training: random scale (INPUT.SEM_SEG.RESIZE_RATIO_RANGE), crop (INPUT.CROP with
-    INPUT.SEM_SEG.CROP_SINGLE_CATEGORY_MAX_AREA), flip (INPUT.RANDOM_FLIP). Test: none, as
-    the model predicts at the original size."""
+    INPUT.SEM_SEG.CROP_SINGLE_CATEGORY_MAX_AREA), flip (INPUT.RANDOM_FLIP), photometric
+    distortion (INPUT.SEM_SEG.PHOTOMETRIC), padding up to the crop size with the ignore label
+    (INPUT.SEM_SEG.PAD_TO_CROP). Test: none, as the model predicts at the original size."""
     if not is_train:
         return []
     augs = []
@@ -128,6 +137,13 @@ def build_sem_seg_augmentations(cfg, is_train: bool, ignore_label: int = 255) ->
         )
     if flip != "none":
         augs.append(T.RandomFlip(horizontal=flip == "horizontal", vertical=flip == "vertical"))
+    # after the geometry; padding last so padded pixels stay exactly 0
+    photometric = build_photometric_distortion(cfg)  # None unless PHOTOMETRIC.ENABLED
+    if photometric is not None:
+        augs.append(photometric)
+    pad = build_pad_to_crop(cfg, ignore_label)  # None unless PAD_TO_CROP with an absolute crop
+    if pad is not None:
+        augs.append(pad)
     return augs
 
 
@@ -163,6 +179,8 @@ class SemSegDatasetMapper:
         intensity_norm: str = "none",
         intensity_percentiles: tuple = (0.5, 99.5),
         intensity_window: tuple = (0.0, 255.0),
+        num_classes: int | None = None,
+        input_channels: int | None = None,
     ):
         """
         Args:
@@ -175,7 +193,16 @@ class SemSegDatasetMapper:
             intensity_norm, intensity_percentiles, intensity_window: per-image intensity
                 normalisation right after reading (:func:`normalize_intensity`;
                 cfg.INPUT.INTENSITY_NORM.{MODE, PERCENTILES, WINDOW}).
+            num_classes: K; when given, a label map holding values other than 0..K-1 and
+                ``ignore_label`` raises :class:`~seg_plugins.data.validation.DataProblemError`
+                naming the file (``from_config``: the dataset's ``stuff_classes``).
+            input_channels: channels the model takes (``from_config``: len(PIXEL_MEAN));
+                an image with another count is an error naming the file.
         """
+        self.num_classes = num_classes
+        self.input_channels = input_channels
+        if input_channels is not None:
+            check_format_channels(image_format, input_channels)
         _check_intensity_cfg(intensity_norm, intensity_percentiles, intensity_window)
         self.intensity_norm = intensity_norm
         self.intensity_percentiles = tuple(intensity_percentiles)
@@ -188,12 +215,19 @@ class SemSegDatasetMapper:
         logger.info("[SemSegDatasetMapper] Augmentations used in %s: %s", mode, augmentations)
 
     @classmethod
-    def from_config(cls, cfg, is_train: bool = True) -> dict:
-        ignore_label = 255
-        if cfg.DATASETS.TRAIN:
-            meta = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
+    def from_config(cls, cfg, is_train: bool = True, dataset_name: str | None = None) -> dict:
+        """Metadata (ignore label, classes) of ``dataset_name``, else of DATASETS.TRAIN[0]."""
+        ignore_label, num_classes = 255, None
+        if dataset_name is None and cfg.DATASETS.TRAIN:
+            dataset_name = cfg.DATASETS.TRAIN[0]
+        if dataset_name is not None:
+            meta = MetadataCatalog.get(dataset_name)
             ignore_label = meta.get("ignore_label", 255)
+            classes = meta.get("stuff_classes", None)
+            num_classes = len(classes) if classes else None
         return {
+            "num_classes": num_classes,
+            "input_channels": len(cfg.MODEL.PIXEL_MEAN),
             "is_train": is_train,
             "augmentations": build_sem_seg_augmentations(cfg, is_train, ignore_label),
             "image_format": cfg.INPUT.FORMAT,
@@ -215,13 +249,20 @@ class SemSegDatasetMapper:
                     f"instance-segmentation mapper for it."
                 )
             return None
-        label = read_label(label_file)
+        label = apply_label_transform(
+            read_label(label_file), dataset_dict.get("sem_seg_label_transform")
+        )
         if label.shape != image.shape[:2]:
-            raise ValueError(
-                f"image {dataset_dict['file_name']!r} is {image.shape[0]}x{image.shape[1]} "
-                f"(HxW) but its label map {label_file!r} is {label.shape[0]}x"
-                f"{label.shape[1]}; they must have the same size."
+            msg = (
+                f"label map is {label.shape[0]}x{label.shape[1]} (HxW) but its image "
+                f"{dataset_dict['file_name']!r} is {image.shape[0]}x{image.shape[1]}; they must "
+                f"have the same size (was one of them resized?)"
             )
+            raise DataProblemError([Problem("size_mismatch", label_file, msg)])
+        if self.num_classes:
+            problem = check_label_values(label, self.num_classes, self.ignore_label, label_file)
+            if problem is not None:
+                raise DataProblemError([problem])
         if label.dtype != np.uint8:
             # F.interpolate (used by ResizeTransform beyond uint8) has no integer kernels;
             # float32 holds every 16-bit index exactly.
@@ -231,6 +272,8 @@ class SemSegDatasetMapper:
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict = copy.deepcopy(dataset_dict)
         image = read_image(dataset_dict["file_name"], format=self.image_format)
+        if self.input_channels is not None:
+            check_channels(image, self.input_channels, dataset_dict["file_name"])
         utils.check_image_size(dataset_dict, image)
         image = normalize_intensity(
             image, self.intensity_norm, self.intensity_percentiles, self.intensity_window

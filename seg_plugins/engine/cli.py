@@ -25,6 +25,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import add_seg_plugins_config
+from ..data.spec import DatasetSpecError, register_dataset_specs
 from .trainer import Trainer
 
 __all__ = ["main", "setup_cfg", "ConfigError"]
@@ -83,6 +84,10 @@ def setup_cfg(args) -> CfgNode:
         cfg.merge_from_list(args.opts)
     except (KeyError, ValueError, AssertionError) as e:
         raise _translate_yacs_error(e, cfg, "the command-line overrides") from None
+    try:
+        register_dataset_specs(cfg)  # DATASETS.SPECS: datasets without Python
+    except (FileNotFoundError, DatasetSpecError) as e:
+        raise ConfigError(str(e)) from None
     _check_datasets(cfg)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         # A GPU config must still run on a CPU-only machine; _main_worker logs the switch.

@@ -11,6 +11,7 @@ from typing import List, Set
 
 import torch
 from detectron2.data import (
+    DatasetMapper,
     MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
@@ -23,6 +24,9 @@ from detectron2.solver.lr_scheduler import WarmupParamScheduler
 from fvcore.common.param_scheduler import PolynomialDecayParamScheduler
 
 from ..data import SemSegDatasetMapper
+from ..data.build import checked_dataset_dicts, skip_report, write_skip_report_for
+from ..data.spec import register_dataset_specs
+from ..data.validation import SkipBadSamples
 from ..evaluation import SemSegMetricsEvaluator
 from ..evaluation.cityscapes import (
     CityscapesOfficialInstanceEvaluator,
@@ -57,23 +61,55 @@ def _evaluator_types(dataset_name: str) -> List[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
+class _SeenImagesCOCOEvaluator(COCOEvaluator):
+    """COCOEvaluator scored on the images it was given only. Used when bad test images were
+    skipped (DATASETS.SKIP_BAD_SAMPLES): COCOEvaluator reads its ground truth from the
+    dataset's JSON, where the skipped images' objects would count as missed detections."""
+
+    def _eval_predictions(self, predictions, img_ids=None):
+        if img_ids is None:
+            img_ids = sorted({p["image_id"] for p in predictions})
+        return super()._eval_predictions(predictions, img_ids=img_ids)
+
+
 class Trainer(DefaultTrainer):
     """``DefaultTrainer`` plus: the semantic mapper for semantic models, evaluators chosen
     from ``MetadataCatalog.get(name).evaluator_type`` (a string or a list) intersected with
     what the model predicts, and ``SOLVER.OPTIMIZER`` ("SGD" or "AdamW")."""
 
+    def __init__(self, cfg):
+        register_dataset_specs(cfg)  # DATASETS.SPECS (a no-op for specs already registered)
+        super().__init__(cfg)
+
     @classmethod
     def build_train_loader(cls, cfg):
+        """detectron2's train loader on the records of DATASETS.TRAIN, checked first
+        (DATASETS.CHECK); the semantic mapper for semantic models, detectron2's own
+        DatasetMapper otherwise; with DATASETS.SKIP_BAD_SAMPLES, samples that fail while
+        being read are replaced by others (counted, logged)."""
+        dataset = checked_dataset_dicts(cfg, cfg.DATASETS.TRAIN, is_train=True)
+        write_skip_report_for(cfg.OUTPUT_DIR)
         if "instances" in model_outputs(cfg):
-            return build_detection_train_loader(cfg)  # detectron2's own DatasetMapper
-        return build_detection_train_loader(cfg, mapper=SemSegDatasetMapper(cfg, is_train=True))
+            mapper = DatasetMapper(cfg, is_train=True)
+        else:
+            mapper = SemSegDatasetMapper(cfg, is_train=True)
+        if cfg.DATASETS.SKIP_BAD_SAMPLES:
+            mapper = SkipBadSamples(mapper)
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
+        """detectron2's test loader on the checked records of ``dataset_name``; with
+        DATASETS.SKIP_BAD_SAMPLES they are checked by decoding (level "full") first."""
+        dataset = checked_dataset_dicts(cfg, dataset_name, is_train=False)
+        write_skip_report_for(cfg.OUTPUT_DIR)
         if "instances" in model_outputs(cfg):
-            return build_detection_test_loader(cfg, dataset_name)
-        mapper = SemSegDatasetMapper(cfg, is_train=False)
-        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+            mapper = DatasetMapper(cfg, is_train=False)
+        else:
+            mapper = SemSegDatasetMapper(cfg, is_train=False, dataset_name=dataset_name)
+        return build_detection_test_loader(
+            dataset, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS
+        )
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None) -> DatasetEvaluator:
@@ -99,7 +135,9 @@ class Trainer(DefaultTrainer):
             evaluators.append(CityscapesOfficialSemSegEvaluator(dataset_name))
         if "coco" in types and "instances" in outputs:
             tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
-            evaluators.append(COCOEvaluator(dataset_name, tasks=tasks, output_dir=output_folder))
+            skipped = dataset_name in skip_report()  # bad test images were left out
+            coco = _SeenImagesCOCOEvaluator if skipped else COCOEvaluator
+            evaluators.append(coco(dataset_name, tasks=tasks, output_dir=output_folder))
         if "cityscapes_instance" in types and "instances" in outputs and cfg.MODEL.MASK_ON:
             evaluators.append(CityscapesOfficialInstanceEvaluator(dataset_name))
         if not evaluators:

@@ -50,6 +50,7 @@ from detectron2.utils import comm
 from tabulate import tabulate
 
 from ..data.io import read_label
+from ..data.labels import apply_label_transform
 from ..modeling.losses import binary_logits_to_two_class, check_binary_threshold
 from ..utils.file_io import atomic_write_text
 from .confusion import (
@@ -189,7 +190,8 @@ class SemSegMetricsEvaluator(DatasetEvaluator):
                     f"dataset '{self._dataset_name}': record {inp.get('file_name')} has no "
                     "'sem_seg_file_name'; the semantic evaluator needs ground-truth label maps"
                 )
-            counts = self._image_confusion(out["sem_seg"], read_label(gt_file), gt_file, inp)
+            gt = apply_label_transform(read_label(gt_file), inp.get("sem_seg_label_transform"))
+            counts = self._image_confusion(out["sem_seg"], gt, gt_file, inp)
             self._conf = counts if self._conf is None else self._conf + counts
             if self._per_case:
                 self._cases.append(torch.stack([counts.diagonal(), counts.sum(1), counts.sum(0)]))

@@ -33,6 +33,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from ..data.io import read_image, read_label
+from ..data.labels import apply_label_transform
 from ..modeling.losses import binary_logits_to_two_class, check_binary_threshold
 from .plots import DPI, class_colors, default_palette, save_figure
 
@@ -53,7 +54,8 @@ logger = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- images
 def image_for_display(image: np.ndarray) -> np.ndarray:
-    """An image of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) as (H, W, 3) uint8 RGB.
+    """An image of shape (H, W) or (H, W, C) as (H, W, 3) uint8 RGB: 3 / 4 channels as RGB
+    (alpha dropped), any other count as the grey of its first channel.
 
     uint8 is kept (grey repeated, alpha dropped); any other dtype (16-bit microscopy or CT,
     float) is stretched linearly from its 1st to its 99th percentile onto 0..255, so a
@@ -62,8 +64,10 @@ def image_for_display(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[:, :, None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ValueError(f"expected an image of shape (H, W[, 1|3|4]), got {image.shape}")
+    if image.ndim != 3 or image.shape[2] < 1:
+        raise ValueError(f"expected an image of shape (H, W[, C]), got {image.shape}")
+    if image.shape[2] not in (3, 4):
+        image = image[:, :, :1]  # 1, 2 or > 4 channels: the first one, as grey
     image = image[:, :, :3]
     if image.dtype != np.uint8:
         values = image.astype(np.float64)
@@ -82,11 +86,15 @@ def read_display_image(path: str) -> np.ndarray:
     """Read an image file for display: (H, W, 3) uint8 RGB.
 
     8-bit files are converted to RGB by PIL (grey, palette, RGBA, CMYK); 16-bit and float
-    files are read raw and percentile-stretched (:func:`image_for_display`).
+    files are read raw and percentile-stretched (:func:`image_for_display`); ``.npy`` arrays
+    show 3 channels as RGB and any other count as the grey of the first channel.
     Raises FileNotFoundError / OSError naming ``path`` (seg_plugins.data.io.read_image).
     """
     raw = read_image(path)  # format None: the file's own mode, 16-bit values kept
-    if raw.dtype == np.uint8 and not (raw.ndim == 3 and raw.shape[2] == 3):
+    is_array = path.lower().endswith(".npy")  # channels without colour meaning
+    if is_array and raw.ndim == 3 and raw.shape[2] != 3:
+        raw = raw[:, :, :1]  # a 4-channel array is not RGBA
+    elif raw.dtype == np.uint8 and not (raw.ndim == 3 and raw.shape[2] == 3) and not is_array:
         raw = read_image(path, format="RGB")
     return image_for_display(raw)
 
@@ -340,6 +348,7 @@ class SemSegVisualizer(DatasetEvaluator):
                 {
                     "file_name": inp["file_name"],
                     "sem_seg_file_name": inp.get("sem_seg_file_name"),
+                    "sem_seg_label_transform": inp.get("sem_seg_label_transform"),
                     "pred": pred.to(dtype=dtype, device="cpu").numpy(),
                 }
             )
@@ -367,6 +376,7 @@ class SemSegVisualizer(DatasetEvaluator):
         gt = None
         if item["sem_seg_file_name"]:
             gt = read_label(item["sem_seg_file_name"])
+            gt = apply_label_transform(gt, item.get("sem_seg_label_transform"))
             if gt.shape != pred.shape:
                 raise ValueError(
                     f"{item['sem_seg_file_name']}: label map is {gt.shape} but its image "

@@ -162,3 +162,15 @@ def test_cityscapes_write_dict_to_json_writes_numpy_scalars(tmp_path):
     path = tmp_path / "matches.json"
     cs_instance.writeDict2JSON({"n": np.count_nonzero(np.ones(3, bool)), "a": np.arange(2)}, path)
     assert json.loads(path.read_text()) == {"n": 3, "a": [0, 1]}
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="random.sample takes sets before 3.11")
+def test_map_dataset_falls_back_when_the_mapper_skips_a_sample():
+    """A mapper returning None (a sample to skip) makes MapDataset draw another index with
+    random.sample from a set, a TypeError since Python 3.11; repaired, it falls back."""
+    from detectron2.data.common import MapDataset
+
+    data = MapDataset(list(range(40)), lambda x: None if x % 2 else x)  # > 21: indexed draw
+    got = [data[i] for i in range(1, 40, 2)]
+    assert all(g % 2 == 0 for g in got)
+    assert "map_dataset_fallback" in seg_plugins.compat.applied_repairs()

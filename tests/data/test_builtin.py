@@ -14,6 +14,7 @@ import seg_plugins  # noqa: F401  must come before detectron2 submodules (repair
 # isort: split
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from train_checks import train_two_iterations
 
 from seg_plugins import add_seg_plugins_config
 from seg_plugins.data import (
@@ -32,16 +33,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 VOC_TRAIN = {"2007_000032": (20, 30), "2007_000039": (24, 18)}
 VOC_VAL = {"2007_000033": (16, 22)}
 VOC_AUG = {"2008_000002": (12, 14), "2008_000003": (18, 26), "2008_000007": (10, 10)}
-
-
-@pytest.fixture
-def names():
-    """Dataset names registered by a test; removed from both catalogs afterwards."""
-    registered = []
-    yield registered
-    for name in registered:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
 
 
 def _save_image(path, size, channels=3, seed=0):
@@ -193,7 +184,10 @@ def test_medical_binary_records_metadata_and_grey_mapping(tmp_path, names):
     cfg = _config("configs/medical/unet_S5_medical_binary_40k.yaml")
     out = SemSegDatasetMapper(cfg, is_train=True)(records[1])
     assert out["image"].shape[0] == 1 and out["image"].shape[1:] == out["sem_seg"].shape
-    assert set(out["sem_seg"].unique().tolist()) <= {0, 1}
+    # the 20x24 image (randomly rescaled) is padded up to the config's crop with 255
+    # (INPUT.SEM_SEG.PAD_TO_CROP)
+    assert tuple(out["sem_seg"].shape) == tuple(cfg.INPUT.CROP.SIZE)
+    assert set(out["sem_seg"].unique().tolist()) == {0, 1, 255}
 
 
 def test_missing_medical_folder_fails_on_load_naming_the_path(tmp_path, names):
@@ -274,7 +268,6 @@ def test_16bit_tiff_medical_pairs_load_map_train_and_evaluate(tmp_path, names):
     import cv2
     import torch
     from detectron2.modeling import build_model
-    from detectron2.utils.events import EventStorage
 
     from seg_plugins.evaluation import SemSegMetricsEvaluator
 
@@ -306,6 +299,7 @@ def test_16bit_tiff_medical_pairs_load_map_train_and_evaluate(tmp_path, names):
         ["DATASETS.TRAIN", ("t_med16_train",), "DATASETS.TEST", ("t_med16_train",)]
         + ["INPUT.INTENSITY_NORM.MODE", "window", "INPUT.INTENSITY_NORM.WINDOW", [0.0, 4000.0]]
         + ["INPUT.CROP.ENABLED", False, "INPUT.SEM_SEG.RESIZE_RATIO_RANGE", [1.0, 1.0]]
+        + ["INPUT.SEM_SEG.PHOTOMETRIC.ENABLED", False]  # the window's output, unchanged
         + ["MODEL.UNET.BASE_CHANNELS", 4, "MODEL.UNET.DEPTH", 2, "MODEL.DEVICE", "cpu"]
     )
     batch = [SemSegDatasetMapper(cfg, is_train=True)(r) for r in records]
@@ -316,16 +310,7 @@ def test_16bit_tiff_medical_pairs_load_map_train_and_evaluate(tmp_path, names):
     assert image[0][fg].mean() > 3 * image[0][~fg].mean()  # the foreground stays bright
 
     model = build_model(cfg)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    model.train()
-    for it in range(2):
-        with EventStorage(it):
-            loss = sum(model(batch).values())
-        assert torch.isfinite(loss)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
+    train_two_iterations(model, batch)
     evaluator = SemSegMetricsEvaluator(cfg, "t_med16_train")
     evaluator.reset()
     test_mapper = SemSegDatasetMapper(cfg, is_train=False)

@@ -16,6 +16,7 @@ from detectron2.data import transforms as T
 
 from seg_plugins.config import add_seg_plugins_config
 from seg_plugins.data import SemSegDatasetMapper, generate_shapes
+from seg_plugins.data.augmentations import PadToSize
 from seg_plugins.data.mapper import RandomResizeRatio
 from seg_plugins.data.shapes import load_shapes
 
@@ -122,7 +123,12 @@ def test_from_config_train_pipeline_keeps_alignment(tmp_path):
     )
     mapper = SemSegDatasetMapper(cfg, is_train=True)
     kinds = [type(a) for a in mapper.augmentations.augs]
-    assert kinds == [RandomResizeRatio, T.RandomCrop_CategoryAreaConstraint, T.RandomFlip]
+    assert kinds == [
+        RandomResizeRatio,
+        T.RandomCrop_CategoryAreaConstraint,
+        T.RandomFlip,
+        PadToSize,  # INPUT.SEM_SEG.PAD_TO_CROP (default True): small images padded to 32x32
+    ]
     record = _write_pair(tmp_path, _blocks(64, 64))
     np.random.seed(0)
     for _ in range(5):

@@ -188,3 +188,21 @@ def test_config_keys_enable_and_size_it(tmp_path, dataset):
     cfg.TEST.SEM_SEG_VIS.NUM_IMAGES = -1
     with pytest.raises(ValueError, match="TEST.SEM_SEG_VIS.NUM_IMAGES"):
         SemSegVisualizer(cfg, name)
+
+
+def test_read_display_image_of_multichannel_npy(tmp_path):
+    """.npy arrays (INPUT.FORMAT "RAW" datasets) of 4 uint8 or 5 float channels display as
+    the grey of their first channel, so evaluation overlays work for them too."""
+    from seg_plugins.evaluation.visualizer import read_display_image
+
+    rng = np.random.default_rng(0)
+    four = rng.integers(0, 256, (6, 7, 4), dtype=np.uint8)
+    np.save(tmp_path / "four.npy", four)
+    shown = read_display_image(str(tmp_path / "four.npy"))
+    assert shown.shape == (6, 7, 3) and np.array_equal(shown[..., 1], four[..., 0])
+    five = rng.normal(size=(6, 7, 5)).astype(np.float32)
+    np.save(tmp_path / "five.npy", five)
+    shown = read_display_image(str(tmp_path / "five.npy"))
+    assert shown.shape == (6, 7, 3) and (shown[..., 0] == shown[..., 2]).all()
+    order = np.argsort(five[..., 0].ravel())
+    assert (np.diff(shown[..., 0].ravel()[order].astype(int)) >= 0).all()  # monotone stretch

@@ -1,0 +1,54 @@
+"""tools/benchmark_loader.py --tiny: runs (2 loader workers, the three pipelines) and writes a
+Markdown report with the expected rows; its explanation is the one in docs/. Timings are not
+checked (tiny sizes mean nothing)."""
+
+import importlib.util
+import os
+import re
+
+import pytest
+
+import seg_plugins  # noqa: F401  must come before detectron2 submodules (repairs the install)
+
+# isort: split
+from detectron2.data import DatasetCatalog
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROWS = ["shapes / U-Net", "shapes / DeepLabV3-R18", "Cityscapes-sized / DeepLabV3-R18"]
+
+
+def _load_tool():
+    path = os.path.join(REPO, "tools", "benchmark_loader.py")
+    spec = importlib.util.spec_from_file_location("benchmark_loader_tool", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_tool()
+
+
+def test_tiny_run_writes_the_table(tmp_path, capsys):
+    out = tmp_path / "loader.md"
+    before = set(DatasetCatalog.list())
+    assert bench.main(["--tiny", "--output", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith(bench.HEADER) and text.strip() in capsys.readouterr().out
+    assert re.search(r"^Machine: .+, \d+ cores, .+torch threads for the step: \d+", text, re.M)
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    header, rows = lines[0], lines[1:]
+    assert "loader images/s (2 workers)" in header and "loader / step" in header
+    assert [row.split(" | ")[0][2:] for row in rows] == ROWS
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 6
+        loader, step, ratio = (float(c) for c in cells[3:])
+        assert loader > 0 and step > 0 and ratio == pytest.approx(loader / step, abs=0.06)
+    assert "2 x 32x64" in rows[2]  # the Cityscapes-sized crops (tiny: 32x64)
+    assert set(DatasetCatalog.list()) == before  # its temporary datasets are removed
+
+
+def test_the_doc_explains_what_the_script_writes():
+    with open(os.path.join(REPO, "docs", "benchmarks_loader.md")) as f:
+        doc = f.read()
+    assert doc.startswith(bench.HEADER)
