@@ -384,6 +384,92 @@ def _repair_map_dataset_fallback() -> None:
     when_imported("detectron2.data.common", patch)
 
 
+# --------------------------------------------------------------------------- CPU processes
+_DDP_DEVICE_IDS_RE = re.compile(r"""kwargs\[["']device_ids["']\]\s*=""")
+
+
+def _naive_sync_bn(module) -> int:
+    """Replace every ``nn.SyncBatchNorm`` under ``module`` (it raises on CPU input when the
+    process group has several ranks) by detectron2's ``NaiveSyncBatchNorm`` with
+    ``stats_mode="N"`` (statistics weighted by each process' batch, like nn.SyncBatchNorm
+    for equal image sizes), reusing the same parameter and buffer tensors, so that the
+    optimizer, state_dict keys and checkpoints are unchanged. Returns how many."""
+    import torch
+    from detectron2.layers import NaiveSyncBatchNorm
+
+    count = 0
+    for name, child in module.named_children():
+        if type(child) is torch.nn.SyncBatchNorm and child.momentum is not None:
+            naive = NaiveSyncBatchNorm(
+                child.num_features,
+                eps=child.eps,
+                momentum=child.momentum,
+                affine=child.affine,
+                track_running_stats=child.track_running_stats,
+                stats_mode="N",
+            )
+            for key in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+                setattr(naive, key, getattr(child, key))
+            naive.train(child.training)
+            setattr(module, name, naive)
+            count += 1
+        else:
+            count += _naive_sync_bn(child)
+    return count
+
+
+def _repair_ddp_on_cpu() -> None:
+    """v0.6's ``create_ddp_model`` (called by ``DefaultTrainer.__init__``) always passes
+    ``device_ids=[local_rank]``, which DistributedDataParallel rejects for a model on the
+    CPU ("device_ids ... only work with ... GPU modules"): multi-process CPU (gloo) training
+    failed at construction. For a CPU model it now passes ``device_ids=None`` and turns
+    ``nn.SyncBatchNorm`` (GPU-only when synchronising) into detectron2's
+    ``NaiveSyncBatchNorm``; GPU models take the original path."""
+
+    def patch(mod):
+        import functools
+        import inspect
+
+        original = mod.create_ddp_model
+        if getattr(original, "_seg_plugins_repaired", False):
+            return
+        try:
+            src = inspect.getsource(original)
+        except (OSError, TypeError):
+            return
+        if not _DDP_DEVICE_IDS_RE.search(src) or "cpu" in src:
+            return  # a detectron2 that does not force device_ids, or handles CPU itself
+
+        @functools.wraps(original)
+        def create_ddp_model(model, *, fp16_compression=False, **kwargs):
+            from detectron2.utils import comm
+
+            params = list(model.parameters())
+            on_cpu = bool(params) and all(p.device.type == "cpu" for p in params)
+            if on_cpu and comm.get_world_size() > 1 and "device_ids" not in kwargs:
+                kwargs["device_ids"] = None
+                converted = _naive_sync_bn(model)
+                if converted:
+                    logging.getLogger(mod.__name__).info(
+                        "CPU processes: %d SyncBatchNorm layer(s) -> NaiveSyncBatchNorm "
+                        "(nn.SyncBatchNorm synchronises GPU tensors only)",
+                        converted,
+                    )
+            return original(model, fp16_compression=fp16_compression, **kwargs)
+
+        create_ddp_model._seg_plugins_repaired = True
+        mod.create_ddp_model = create_ddp_model  # DefaultTrainer looks the name up here
+        engine = sys.modules.get("detectron2.engine")  # re-exported by its star import
+        if engine is not None and getattr(engine, "create_ddp_model", None) is original:
+            engine.create_ddp_model = create_ddp_model
+        _record(
+            "ddp_on_cpu",
+            "create_ddp_model: no device_ids and NaiveSyncBatchNorm for a model on the CPU",
+        )
+
+    when_imported("detectron2.engine.defaults", patch)
+
+
 _REPAIRS: List[Callable[[], None]] = [
     _repair_importlib_abc,
     _repair_pillow_linear,
@@ -394,6 +480,7 @@ _REPAIRS: List[Callable[[], None]] = [
     _repair_export_without_caffe2,
     _repair_cityscapes_json,
     _repair_map_dataset_fallback,
+    _repair_ddp_on_cpu,
 ]
 
 

@@ -2,13 +2,17 @@
 
 Same flags as detectron2's tools/train_net.py (``--config-file``, ``--eval-only``,
 ``--resume``, ``--num-gpus``, ``--num-machines``, ``--machine-rank``, ``--dist-url`` and
-trailing ``KEY VALUE`` overrides). Mistakes in the command (a missing config file, an
-unknown or mistyped key, an unregistered dataset) end with one line on stderr naming the
-problem and exit status 2, before any process is started.
+trailing ``KEY VALUE`` overrides), started by :func:`seg_plugins.engine.launch.launch`: NCCL
+processes on GPUs as in detectron2, gloo processes on the CPU (where ``--num-gpus N``, alias
+``--num-processes N``, starts N processes), or under torchrun (docs/distributed.md).
+Mistakes in the command (a missing config file, an unknown or mistyped key, an unregistered
+dataset, impossible launch flags) end with one line on stderr naming the problem and exit
+status 2, before any process is started.
 """
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import logging
 import os
@@ -19,13 +23,14 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import DatasetCatalog
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import add_seg_plugins_config
 from ..data.spec import DatasetSpecError, register_dataset_specs
+from .launch import LaunchError, check_launch_args, launch, torchrun_env
 from .trainer import Trainer
 
 __all__ = ["main", "setup_cfg", "ConfigError"]
@@ -92,7 +97,9 @@ def setup_cfg(args) -> CfgNode:
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         # A GPU config must still run on a CPU-only machine; _main_worker logs the switch.
         cfg.MODEL.DEVICE = "cpu"
-    if args.num_gpus > 1 and torch.cuda.device_count() < args.num_gpus:
+    # On the CPU (no CUDA, or MODEL.DEVICE cpu) --num-gpus N starts N gloo processes.
+    on_gpus = cfg.MODEL.DEVICE.startswith("cuda")
+    if on_gpus and args.num_gpus > 1 and torch.cuda.device_count() < args.num_gpus:
         raise ConfigError(
             f"--num-gpus {args.num_gpus} needs {args.num_gpus} CUDA GPUs, "
             f"found {torch.cuda.device_count()}"
@@ -153,13 +160,53 @@ def _log_summary(results) -> None:
             logger.info("Final %s%s: %s", f"{dataset} " if dataset else "", task, figures)
 
 
+def _check_batch_split(cfg: CfgNode, args) -> None:
+    """SOLVER.IMS_PER_BATCH is the total over all processes (as in detectron2); each loads
+    an equal share. Checked here, not as an assertion inside every started process."""
+    env = torchrun_env()
+    processes = env["WORLD_SIZE"] if env else args.num_gpus * args.num_machines
+    batch = cfg.SOLVER.IMS_PER_BATCH
+    if args.eval_only or cfg.SOLVER.REFERENCE_WORLD_SIZE or batch % processes == 0:
+        return  # (REFERENCE_WORLD_SIZE: DefaultTrainer rescales the batch itself)
+    fit = processes * max(1, batch // processes)
+    raise ConfigError(
+        f"SOLVER.IMS_PER_BATCH {batch} is the total over all {processes} processes and must "
+        f"divide among them; set it to a multiple of {processes}, e.g. {fit}"
+    )
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    """detectron2's parser, plus ``--num-processes`` (an alias of ``--num-gpus``, clearer on
+    the CPU); ``--dist-url`` is None when not given (see :func:`main`)."""
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--num-processes",
+        type=int,
+        dest="num_gpus",
+        default=argparse.SUPPRESS,
+        help="processes per machine: the same as --num-gpus (one per GPU; on the CPU, gloo "
+        "processes)",
+    )
+    parser.set_defaults(dist_url=None)
+    return parser
+
+
 def main(argv: Optional[List[str]] = None):
-    args = default_argument_parser().parse_args(argv)
+    args = argument_parser().parse_args(argv)
     try:
-        setup_cfg(args)  # validate once, before any process starts
-    except ConfigError as e:
+        cfg = setup_cfg(args)  # validate once, before any process starts
+        backend = "nccl" if cfg.MODEL.DEVICE.startswith("cuda") else "gloo"
+        check_launch_args(
+            args.num_gpus, args.num_machines, args.machine_rank, args.dist_url, backend
+        )
+        _check_batch_split(cfg, args)
+    except (ConfigError, LaunchError) as e:
         print(f"seg_plugins: error: {e}", file=sys.stderr)
         sys.exit(2)
+    if args.dist_url is None:
+        # One machine: detectron2's fixed per-user port (a leftover process shows as "port
+        # in use" instead of hiding); several machines were refused above.
+        args.dist_url = default_argument_parser().get_default("dist_url")
     return launch(
         _main_worker,
         args.num_gpus,
@@ -167,4 +214,5 @@ def main(argv: Optional[List[str]] = None):
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
         args=(args,),
+        backend=backend,
     )

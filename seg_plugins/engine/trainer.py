@@ -72,6 +72,21 @@ class _SeenImagesCOCOEvaluator(COCOEvaluator):
         return super()._eval_predictions(predictions, img_ids=img_ids)
 
 
+class _KeepSemSegFileName:
+    """Wrap detectron2's test-time ``DatasetMapper``, which pops ``sem_seg_file_name`` from
+    every record, so that the record keeps it: the semantic evaluators read the ground truth
+    from it (PanopticFPN predicts "sem_seg" beside "instances")."""
+
+    def __init__(self, mapper: DatasetMapper):
+        self.mapper = mapper
+
+    def __call__(self, record: dict) -> dict:
+        mapped = self.mapper(record)
+        if "sem_seg_file_name" in record:
+            mapped["sem_seg_file_name"] = record["sem_seg_file_name"]
+        return mapped
+
+
 class Trainer(DefaultTrainer):
     """``DefaultTrainer`` plus: the semantic mapper for semantic models, evaluators chosen
     from ``MetadataCatalog.get(name).evaluator_type`` (a string or a list) intersected with
@@ -103,8 +118,11 @@ class Trainer(DefaultTrainer):
         DATASETS.SKIP_BAD_SAMPLES they are checked by decoding (level "full") first."""
         dataset = checked_dataset_dicts(cfg, dataset_name, is_train=False)
         write_skip_report_for(cfg.OUTPUT_DIR)
-        if "instances" in model_outputs(cfg):
+        outputs = model_outputs(cfg)
+        if "instances" in outputs:
             mapper = DatasetMapper(cfg, is_train=False)
+            if "sem_seg" in outputs:  # PanopticFPN: its semantic output is evaluated too
+                mapper = _KeepSemSegFileName(mapper)
         else:
             mapper = SemSegDatasetMapper(cfg, is_train=False, dataset_name=dataset_name)
         return build_detection_test_loader(

@@ -174,3 +174,58 @@ def test_map_dataset_falls_back_when_the_mapper_skips_a_sample():
     got = [data[i] for i in range(1, 40, 2)]
     assert all(g % 2 == 0 for g in got)
     assert "map_dataset_fallback" in seg_plugins.compat.applied_repairs()
+
+
+def _ddp_on_cpu_worker(rank: int, init_file: str) -> None:
+    import torch.distributed as dist
+    from detectron2.engine import defaults
+    from detectron2.layers import NaiveSyncBatchNorm
+    from detectron2.utils import comm
+
+    torch.set_num_threads(1)  # no OpenMP pool inherited through fork
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        comm._LOCAL_PROCESS_GROUP = dist.new_group([0, 1])  # as seg_plugins' launch sets it
+        torch.manual_seed(rank)  # different weights on each rank: DDP broadcasts rank 0's
+        model = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 4, 3), torch.nn.SyncBatchNorm(4), torch.nn.Conv2d(4, 2, 1)
+        )
+        # The breakage: v0.6 passes device_ids=[local_rank], which DDP refuses on the CPU.
+        with pytest.raises(ValueError, match="device_ids"):
+            defaults.create_ddp_model.__wrapped__(model, broadcast_buffers=False)
+        weight = model[1].weight
+        ddp = defaults.create_ddp_model(model, broadcast_buffers=False)  # DefaultTrainer's call
+        assert isinstance(ddp, torch.nn.parallel.DistributedDataParallel)
+        bn = ddp.module[1]
+        assert type(bn) is NaiveSyncBatchNorm and bn.weight is weight  # optimizer unaffected
+        inputs = [
+            torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(9 + r)) for r in (0, 1)
+        ]
+        ddp(inputs[rank]).square().mean().backward()
+        # Statistics of both ranks' images together, as one process would compute them.
+        expected = 0.1 * ddp.module[0](torch.cat(inputs)).mean(dim=(0, 2, 3))
+        torch.testing.assert_close(bn.running_mean, expected.detach())
+        grads = comm.all_gather([p.grad for p in ddp.parameters()])
+        for mine, theirs in zip(*grads):
+            torch.testing.assert_close(mine, theirs)  # all-reduced
+    finally:
+        comm._LOCAL_PROCESS_GROUP = None
+        dist.destroy_process_group()
+
+
+def test_ddp_on_cpu_processes(tmp_path):
+    """DefaultTrainer wraps its model with create_ddp_model(model, broadcast_buffers=False);
+    on CPU processes (gloo) v0.6 passed device_ids and DDP refused the model. Repaired: no
+    device_ids, SyncBatchNorm synchronised by NaiveSyncBatchNorm, gradients all-reduced."""
+    import detectron2.engine
+    import torch.multiprocessing as mp
+    from detectron2.engine import defaults
+
+    assert "ddp_on_cpu" in compat.applied_repairs()
+    assert detectron2.engine.create_ddp_model is defaults.create_ddp_model  # both names
+    start = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    mp.start_processes(
+        _ddp_on_cpu_worker, args=(str(tmp_path / "init"),), nprocs=2, start_method=start
+    )
+    model = torch.nn.Linear(2, 2)
+    assert defaults.create_ddp_model(model) is model  # one process: unchanged

@@ -1,0 +1,165 @@
+"""detectron2's PanopticFPN with our semantic heads as its semantic branch, through
+``seg_plugins.engine.Trainer``: one run trains, then reports the branch's "sem_seg" metrics
+(SemSegMetricsEvaluator) beside COCO "bbox" / "segm", on a tiny generated shapes set.
+
+Applicable heads are those whose features can be named in the config: FCNHead, ASPPHead and
+ASPPPlusHead read FPN levels by name, UNetHead decodes every level (p6 .. p2). FCNSkipHead is
+not: its from_config keeps VGG's fc7 / pool4 / pool3.
+"""
+
+import math
+import os
+
+import seg_plugins  # noqa: F401  (first: repairs detectron2 where needed)
+
+# isort: split
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.structures import BitMasks, Boxes, ImageList, Instances
+from detectron2.utils.events import EventStorage
+from torch.nn import functional as F
+
+from seg_plugins import add_seg_plugins_config
+from seg_plugins.data import register_shapes
+from seg_plugins.engine import Trainer, model_outputs
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PANOPTIC_CFG = os.path.join(REPO, "configs", "shapes", "panoptic_fpn_R18_FPN_GN_shapes.yaml")
+TINY = "shapes_panoptic"
+SIZE = 64
+
+# Every head reads the FPN (p2 .. p6, 32 channels here); GN with 32 groups throughout.
+HEADS = {
+    "ASPPPlusHead": {},  # the config's own: ASPP on p3 + p2
+    "ASPPHead": {"MODEL.ASPP.IN_FEATURE": "p3"},
+    "FCNHead": {"MODEL.FCN.IN_FEATURE": "p2", "MODEL.FCN.CHANNELS": 32, "MODEL.FCN.NORM": "GN"},
+    "UNetHead": {"MODEL.UNET.NORM": "GN"},
+}
+SMALL = {
+    "MODEL.FPN.OUT_CHANNELS": 32,
+    "MODEL.ASPP.CHANNELS": 32,
+    "MODEL.DEEPLABV3PLUS.DECODER_CHANNELS": 32,
+    "MODEL.ROI_BOX_HEAD.FC_DIM": 64,
+    "MODEL.ROI_MASK_HEAD.CONV_DIM": 32,
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32,
+    "INPUT.MIN_SIZE_TRAIN": (SIZE,),
+    "INPUT.MAX_SIZE_TRAIN": SIZE,
+    "INPUT.MIN_SIZE_TEST": SIZE,
+    "INPUT.MAX_SIZE_TEST": SIZE,
+    "MODEL.DEVICE": "cpu",
+    "DATASETS.TRAIN": (f"{TINY}_train",),
+    "DATASETS.TEST": (f"{TINY}_val",),
+    "DATALOADER.NUM_WORKERS": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("datasets")
+    register_shapes(TINY, root=str(root), num_train=4, num_val=3, image_size=SIZE, seed=11)
+    return root
+
+
+def _cfg(head, output_dir, **opts):
+    cfg = get_cfg()
+    add_seg_plugins_config(cfg)
+    cfg.merge_from_file(PANOPTIC_CFG)
+    opts = {"MODEL.SEM_SEG_HEAD.NAME": head, **HEADS[head], **SMALL, **opts}
+    cfg.merge_from_list([v for kv in opts.items() for v in kv] + ["OUTPUT_DIR", str(output_dir)])
+    return cfg
+
+
+def test_config_is_panoptic_fpn_with_our_head():
+    cfg = get_cfg()
+    add_seg_plugins_config(cfg)
+    cfg.merge_from_file(PANOPTIC_CFG)
+    assert cfg.MODEL.META_ARCHITECTURE == "PanopticFPN"
+    assert model_outputs(cfg) == {"sem_seg", "instances"}
+    assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 4 and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 3
+    # no stuff segment from the combine step: shapes' only stuff is class 0 (see the config)
+    assert cfg.MODEL.PANOPTIC_FPN.COMBINE.STUFF_AREA_LIMIT > 128 * 128
+
+
+def test_padded_targets_are_ignored(tmp_path):
+    """PanopticFPN pads the targets of images of different sizes to the padded batch with
+    the head's ignore_value (ImageList); our heads' loss is the cross-entropy over the real
+    pixels only."""
+    cfg = _cfg("ASPPPlusHead", tmp_path, **{"MODEL.ASPP.DROPOUT": 0.0})
+    torch.manual_seed(0)
+    model = Trainer.build_model(cfg)
+    head = model.sem_seg_head
+    assert head.ignore_value == cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE == 255
+    sizes = [(45, 50), (64, 37)]
+    targets = [torch.randint(0, 4, size) for size in sizes]
+    inputs = [
+        {"image": torch.randint(0, 256, (3, *size)).float(), "sem_seg": t, "instances": _one(t)}
+        for size, t in zip(sizes, targets)
+    ]
+    # what PanopticFPN.forward does with the targets
+    gt = ImageList.from_tensors(targets, model.backbone.size_divisibility, head.ignore_value)
+    gt = gt.tensor
+    assert gt.shape == (2, 64, 64) and (gt[0, 45:] == 255).all() and (gt[1, :, 37:] == 255).all()
+    model.eval()  # fixed features; the head alone in training mode (dropout 0)
+    head.train()
+    with torch.no_grad():
+        features = model.backbone(model.preprocess_image(inputs).tensor)
+        _, losses = head(features, gt)
+        logits = F.interpolate(head.layers(features), size=(64, 64), mode="bilinear")
+        per_pixel = F.cross_entropy(logits, gt.clamp(max=3), reduction="none")
+    real = gt != 255
+    expected = per_pixel[real].mean() * cfg.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT
+    torch.testing.assert_close(losses["loss_sem_seg"], expected)
+
+    # through PanopticFPN's own forward: finite losses, a gradient for every head parameter
+    model.train()
+    with EventStorage(0):
+        losses = model(inputs)
+    assert {"loss_sem_seg", "loss_mask", "loss_cls", "loss_rpn_cls"} <= set(losses)
+    assert all(math.isfinite(v.item()) for v in losses.values())
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in head.parameters())
+
+
+def _one(target):
+    """One instance (class 0, a 20 x 25 box) on an image of the target's size."""
+    inst = Instances(tuple(target.shape))
+    mask = torch.zeros(target.shape, dtype=torch.bool)
+    mask[5:25, 5:30] = True
+    inst.gt_boxes = Boxes(torch.tensor([[5.0, 5.0, 30.0, 25.0]]))
+    inst.gt_classes = torch.tensor([0])
+    inst.gt_masks = BitMasks(mask[None])
+    return inst
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_trains_and_reports_semantic_and_instance_metrics(head, tiny_shapes, tmp_path):
+    short_run = {
+        "SOLVER.MAX_ITER": 2,
+        "SOLVER.IMS_PER_BATCH": 2,
+        "SOLVER.WARMUP_ITERS": 1,
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST": 0.0,  # an untrained model: keep its detections
+        "TEST.SEM_SEG_VIS.NUM_IMAGES": 1,
+    }
+    cfg = _cfg(head, tmp_path / head, **short_run)
+    trainer = Trainer(cfg)
+    assert type(trainer.model.sem_seg_head).__name__ == head
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    results = trainer._last_eval_results
+    assert set(results) == {"sem_seg", "bbox", "segm"}
+    assert 0 <= results["sem_seg"]["mIoU"] <= 100
+    for task in ("bbox", "segm"):
+        assert math.isfinite(results[task]["AP"]) and 0 <= results[task]["AP"] <= 100
+    out = tmp_path / head / "inference" / f"{TINY}_val"
+    assert (out / "sem_seg_evaluation.json").is_file() and (out / "overlays").is_dir()
+
+    # the panoptic output holds instances only (STUFF_AREA_LIMIT above the image's area)
+    trainer.model.eval()
+    with torch.no_grad():
+        batch = next(iter(Trainer.build_test_loader(cfg, f"{TINY}_val")))
+        pred = trainer.model(batch)[0]
+    panoptic, segments = pred["panoptic_seg"]
+    assert panoptic.shape == pred["sem_seg"].shape[-2:] == (SIZE, SIZE)
+    assert all(s["isthing"] for s in segments)
