@@ -43,6 +43,20 @@ def final_metrics(output_dir: str) -> dict:
     return last
 
 
+def _max_iter(config: str, opts: list) -> int:
+    """SOLVER.MAX_ITER of the run (the config, then the overrides)."""
+    import seg_plugins  # noqa: F401  (first: repairs detectron2 where needed)
+
+    # isort: split
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    seg_plugins.add_seg_plugins_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO, config))
+    cfg.merge_from_list(list(opts))
+    return cfg.SOLVER.MAX_ITER
+
+
 def train(name: str, config: str, opts: list) -> dict:
     out = os.path.join(REPO, "output", "bench_instance", name)
     shutil.rmtree(out, ignore_errors=True)
@@ -59,7 +73,7 @@ def train(name: str, config: str, opts: list) -> dict:
         "mask_ap": metrics.get("segm/AP", float("nan")),
         "box_ap": metrics.get("bbox/AP", float("nan")),
         "miou": metrics.get("sem_seg/mIoU", float("nan")),
-        "iters": int(metrics.get("iteration", -1)) + 1,
+        "iters": _max_iter(config, opts),
     }
 
 

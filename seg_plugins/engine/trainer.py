@@ -87,6 +87,34 @@ class _KeepSemSegFileName:
         return mapped
 
 
+def _check_stock_sem_seg_labels(dataset: List[dict], cfg) -> None:
+    """detectron2's ``DatasetMapper`` (instance models; PanopticFPN's semantic branch) reads
+    label maps with PIL mode "L": a palette PNG would give the grey levels of its colours, a
+    16-bit map would be clipped, and a stated label convention (reduce_zero_label, 0/255
+    masks) would be ignored -- wrong labels without an error. Refuse such data, looking at
+    the first labelled record's header (all records of a dataset share the format)."""
+    from PIL import Image
+
+    record = next((r for r in dataset if r.get("sem_seg_file_name")), None)
+    if record is None or "sem_seg" not in model_outputs(cfg):
+        return
+    path = record["sem_seg_file_name"]
+    problem = None
+    if record.get("sem_seg_label_transform"):
+        problem = f"its records state the label convention {record['sem_seg_label_transform']}"
+    else:
+        with Image.open(path) as img:
+            if img.mode not in ("L", "1"):
+                problem = f"its label maps are PIL mode {img.mode!r} (e.g. {path!r})"
+    if problem is not None:
+        raise ValueError(
+            f"{cfg.MODEL.META_ARCHITECTURE} trains its semantic branch with detectron2's "
+            f"DatasetMapper, which reads label maps as 8-bit grey levels, but {problem}; "
+            f"save the labels as single-channel 8-bit PNGs ('L') of the final class indices "
+            f"(convert palette / 16-bit maps, apply reduce_zero_label or 0/255 -> 0/1 first)"
+        )
+
+
 class Trainer(DefaultTrainer):
     """``DefaultTrainer`` plus: the semantic mapper for semantic models, evaluators chosen
     from ``MetadataCatalog.get(name).evaluator_type`` (a string or a list) intersected with
@@ -105,6 +133,7 @@ class Trainer(DefaultTrainer):
         dataset = checked_dataset_dicts(cfg, cfg.DATASETS.TRAIN, is_train=True)
         write_skip_report_for(cfg.OUTPUT_DIR)
         if "instances" in model_outputs(cfg):
+            _check_stock_sem_seg_labels(dataset, cfg)
             mapper = DatasetMapper(cfg, is_train=True)
         else:
             mapper = SemSegDatasetMapper(cfg, is_train=True)

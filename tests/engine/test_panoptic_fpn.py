@@ -163,3 +163,33 @@ def test_trains_and_reports_semantic_and_instance_metrics(head, tiny_shapes, tmp
     panoptic, segments = pred["panoptic_seg"]
     assert panoptic.shape == pred["sem_seg"].shape[-2:] == (SIZE, SIZE)
     assert all(s["isthing"] for s in segments)
+
+
+@pytest.mark.parametrize("case", ["palette", "16-bit", "reduce_zero_label"])
+def test_labels_the_stock_mapper_would_misread_are_refused(case, tmp_path):
+    """PanopticFPN's semantic branch is fed by detectron2's DatasetMapper, which reads labels
+    as 8-bit grey levels: palette / 16-bit maps and stated label conventions would become
+    wrong labels without an error, so the Trainer refuses them, naming the fix."""
+    import numpy as np
+    from PIL import Image
+
+    from seg_plugins.engine.trainer import _check_stock_sem_seg_labels
+
+    label = np.zeros((8, 8), np.uint8)
+    label[2:5, 2:5] = 3
+    path = str(tmp_path / "label.png")
+    record = {"file_name": "x.png", "sem_seg_file_name": path}
+    if case == "palette":
+        img = Image.fromarray(label)
+        img.putpalette([v for k in range(256) for v in (k * 7 % 256, k, 255 - k)])
+        img.save(path)
+    elif case == "16-bit":
+        Image.fromarray(label.astype(np.uint16) * 300).save(path)
+    else:
+        Image.fromarray(label).save(path)
+        record["sem_seg_label_transform"] = {"name": "reduce_zero_label", "ignore_label": 255}
+    cfg = _cfg("ASPPPlusHead", tmp_path)
+    with pytest.raises(ValueError, match=r"single-channel 8-bit PNGs \('L'\)"):
+        _check_stock_sem_seg_labels([record], cfg)
+    Image.fromarray(label).save(path)  # plain "L" indices: fine
+    _check_stock_sem_seg_labels([{"file_name": "x.png", "sem_seg_file_name": path}], cfg)
