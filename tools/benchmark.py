@@ -1,0 +1,616 @@
+#!/usr/bin/env python
+"""Benchmark: seg_plugins through detectron2 vs plain PyTorch / torchvision, in one table.
+
+    python tools/benchmark.py                            # writes docs/benchmarks.md
+    python tools/benchmark.py --tiny --output /tmp/b.md  # seconds: a check of the script
+    python tools/benchmark.py --only fcn_r50 flops --repeats 5 --device cuda
+
+Sub-benchmarks (``--only``): ``fcn_r50``, ``deeplabv3_r50``, ``unet`` (training step and
+inference of our model vs the same architecture as a plain module in a hand-written loop),
+``evaluator`` (tools/benchmark_evaluator.py's functions), ``loader`` (tools/benchmark_loader.py's
+shapes pipelines) and ``flops`` (achieved FLOP/s of each selected model's training step vs
+this machine's matmul peak; needs a model). Each row compares ours with a reference measured
+in the same run: medians over ``--repeats`` timed runs after ``--warmup`` runs, the two sides
+taking turns. HEADER below says what every row measures. Exit status 1 when a row misses its
+target (never with ``--tiny``, whose sizes mean nothing).
+"""
+
+import argparse
+import dataclasses
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from typing import Optional
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tools"))
+import benchmark_evaluator as bench_evaluator
+import benchmark_loader as bench_loader
+from benchmark_demo import machine
+
+import seg_plugins  # noqa: F401  (first: repairs detectron2 where needed)
+
+# isort: split
+import torch
+import torch.nn.functional as F
+import torchvision
+from detectron2.config import CfgNode, get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.modeling import build_model
+from detectron2.utils.analysis import FlopCountAnalysis
+from torch import nn
+
+from seg_plugins import add_seg_plugins_config
+from seg_plugins.engine import Trainer
+from seg_plugins.modeling.convert_torchvision import torchvision_equivalent_cfg
+from seg_plugins.utils.file_io import atomic_write_text
+
+MODELS = {"fcn_r50": "FCN-ResNet50", "deeplabv3_r50": "DeepLabV3-ResNet50", "unet": "U-Net"}
+BENCHMARKS = (*MODELS, "evaluator", "loader", "flops")
+TORCHVISION_NAMES = {"fcn_r50": "fcn_resnet50", "deeplabv3_r50": "deeplabv3_resnet50"}
+UNET_CONFIG = "configs/Base-UNet.yaml"
+IGNORE = 255
+MAX_TRAIN_RATIO, MAX_INFERENCE_RATIO = 1.05, 1.03
+MIN_EVALUATOR_SPEEDUP, MIN_LOADER_RATIO, MIN_PEAK_FRACTION = 10.0, 2.0, 0.5
+COLUMNS = ("sub-benchmark", "ours (median)", "reference (median)", "ratio", "target", "pass")
+HEADER = """# seg_plugins vs plain PyTorch / torchvision
+
+`python tools/benchmark.py` writes this file (15-20 minutes on a 2-core CPU; `--tiny`
+checks the script in seconds; `--only NAME ...` runs some rows; `--device cuda`). Each row
+compares ours with a reference measured in the same process run: warm-up runs of each side,
+then timed runs, the two sides taking turns; figures are medians. Same inputs, float32
+compute, same number of classes, same torch threads on both sides.
+
+- **training step** (forward + backward + optimizer step, batch 2) and **inference** (eval,
+  `torch.inference_mode`, batch 1): our model from detectron2's `build_model`, called as
+  `model(batched_inputs)` with dicts of a uint8 "image" (3, H, W) and an int64 "sem_seg"
+  (H, W) (our normalisation, padding, loss and, in eval, `sem_seg_postprocess`) vs the same
+  architecture as a plain module in a hand-written loop: the uint8 batch made float and
+  normalised with the same PIXEL_MEAN / PIXEL_STD, forward, `F.cross_entropy(ignore_index=255)`,
+  backward, the config's optimizer (type and SOLVER hyper-parameters; ours has detectron2's
+  parameter groups, without weight decay on norm layers).
+  - FCN-ResNet50, DeepLabV3-ResNet50: `torchvision_equivalent_cfg` (output stride 8, aux
+    FCN head on res4 weighted by MODEL.AUX_HEAD.LOSS_WEIGHT 0.5) vs torchvision's
+    `fcn_resnet50` / `deeplabv3_resnet50(weights=None, weights_backbone=None,
+    num_classes=21, aux_loss=True)`, loss `CE(out) + 0.5 CE(aux)`, SGD. torchvision runs its
+    aux head whenever it has one, ours only in training: the reference's is removed for
+    inference. Both return logits at the input size; ours after one more same-size bilinear
+    resize (`sem_seg_postprocess`), counted as ours.
+  - U-Net: `configs/Base-UNet.yaml` (width 64, depth 4, BN, 1x1 conv + bilinear upsampling)
+    vs `PlainUNet` in tools/benchmark.py, the same layers in plain PyTorch (equal parameter
+    counts asserted); AdamW, as the config says.
+
+  Target: ours / reference <= 1.05 (training step), <= 1.03 (inference).
+- **evaluator**: tools/benchmark_evaluator.py's Cityscapes-sized predictions (19x1024x2048
+  float32 logits, ground truth read from PNGs): ms per image of `SemSegMetricsEvaluator` vs
+  detectron2's `SemSegEvaluator`, identical numbers asserted; the warm-up repeats are run and
+  dropped. Target: reference / ours >= 10.
+- **loader**: tools/benchmark_loader.py's shapes pipelines: the images/s that
+  `Trainer.build_train_loader` delivers (2 workers) vs the images/s that the training step of
+  the pipeline's model consumes (8 x 128x128 batches of that loader). Target: at least 2x.
+- **FLOP/s**: our training step's achieved FLOP/s = 3 x forward FLOPs / median step time
+  (the usual convention: the backward costs about twice the forward; the optimizer step is
+  not counted), forward FLOPs counted by fvcore (detectron2's `FlopCountAnalysis`: our eval
+  forward on the training batch plus the aux head, which eval skips), 2 FLOP per
+  multiply-add; vs this machine's peak: the median FLOP/s of a float32 `torch.mm` of two
+  2048x2048 matrices (8192x8192 on CUDA). Target (ResNet-50 models, CPU): at least half the
+  peak. On CUDA, cuDNN convolutions may use TF32 (PyTorch's default) while `torch.mm` does
+  not, so the fraction may exceed 1.
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """How much to run: full (the benchmark) or tiny (a check of the script)."""
+
+    hw: tuple = (512, 512)  # model inputs
+    train_batch: int = 2  # inference: 1 image
+    classes: int = 21
+    unet_opts: tuple = ()  # overrides of configs/Base-UNet.yaml
+    eval_images: int = 10
+    eval_hw: tuple = (1024, 2048)
+    eval_classes: int = 19
+    matmul_n: int = 2048  # on CPU
+    matmul_n_cuda: int = 8192
+    matmul_calls: int = 10
+
+
+TINY = Sizes(
+    hw=(64, 64),
+    unet_opts=("MODEL.UNET.BASE_CHANNELS", 4, "MODEL.UNET.DEPTH", 2),
+    eval_images=2,
+    eval_hw=(64, 128),
+    matmul_n=256,
+    matmul_n_cuda=1024,
+    matmul_calls=2,
+)
+
+
+@dataclasses.dataclass
+class Row:
+    """One line of the table."""
+
+    name: str
+    ours: str
+    reference: str
+    ratio: float
+    target: str  # "-" when the row has none
+    passed: Optional[bool]  # None: no target
+
+
+def log(message: str) -> None:
+    print(f"[benchmark] {message}", file=sys.stderr, flush=True)
+
+
+def fmt_seconds(seconds: float) -> str:
+    return f"{seconds:.2f} s" if seconds >= 1 else f"{seconds * 1000:.1f} ms"
+
+
+# ----------------------------------------------------------------------------- timing
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(calls: dict, warmup: int, repeats: int, device: torch.device) -> dict:
+    """Median seconds of one call of each callable: ``warmup`` untimed calls each, then
+    ``repeats`` timed calls each, the callables taking turns (the order alternating)."""
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    seconds = {key: [] for key in calls}
+    for r in range(repeats):
+        for key in list(calls)[:: 1 if r % 2 == 0 else -1]:
+            synchronize(device)
+            start = time.perf_counter()
+            calls[key]()
+            synchronize(device)
+            seconds[key].append(time.perf_counter() - start)
+    return {key: statistics.median(values) for key, values in seconds.items()}
+
+
+# ----------------------------------------------------------------------------- models
+@dataclasses.dataclass
+class Pair:
+    """Our model (detectron2) and the reference module of the same architecture."""
+
+    title: str
+    cfg: CfgNode
+    ours: nn.Module
+    reference: nn.Module
+    aux_classifier: Optional[nn.Module]  # torchvision's aux head, removed for inference
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def resnet_pair(key: str, sizes: Sizes, device: torch.device) -> Pair:
+    """Our FCN / DeepLabV3-ResNet50 (torchvision_equivalent_cfg) and torchvision's own."""
+    name = TORCHVISION_NAMES[key]
+    cfg = torchvision_equivalent_cfg(name, sizes.classes, aux=True)
+    cfg.MODEL.DEVICE = str(device)
+    torch.manual_seed(0)
+    ours = build_model(cfg)
+    builder = getattr(torchvision.models.segmentation, name)
+    reference = builder(
+        weights=None,
+        weights_backbone=None,
+        num_classes=sizes.classes,
+        aux_loss=cfg.MODEL.AUX_HEAD.ENABLED,
+    ).to(device)
+    return Pair(MODELS[key], cfg, ours, reference, reference.aux_classifier)
+
+
+def conv_block(c_in: int, c_out: int, norm: bool) -> nn.Sequential:
+    """Two (3x3 conv - BN - ReLU): (N, c_in, H, W) -> (N, c_out, H, W), as our DoubleConv."""
+    layers = []
+    for c in (c_in, c_out):
+        layers.append(nn.Conv2d(c, c_out, 3, padding=1, bias=not norm))
+        layers += [nn.BatchNorm2d(c_out)] if norm else []
+        layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class PlainUNet(nn.Module):
+    """A U-Net in plain PyTorch with our U-Net's layers: (N, C, H, W) -> logits (N, K, H, W),
+    H and W multiples of 2**depth. Encoder stage i: ``conv_block`` to channels[i], a 2x2
+    max-pool between stages; decoder level i (deepest first): a 1x1 conv (or a 2x2 transposed
+    conv) to channels[i], bilinear resize to the skip's size, concatenation, ``conv_block``;
+    a 1x1 classifier."""
+
+    def __init__(self, in_channels: int, num_classes: int, channels: list, *, norm, transposed):
+        super().__init__()
+        self.down = nn.ModuleList()
+        for c_in, c_out in zip([in_channels, *channels], channels):
+            self.down.append(conv_block(c_in, c_out, norm))
+        self.up, self.fuse = nn.ModuleList(), nn.ModuleList()
+        for i in reversed(range(len(channels) - 1)):
+            deep, skip = channels[i + 1], channels[i]
+            if transposed:
+                self.up.append(nn.ConvTranspose2d(deep, skip, 2, stride=2))
+            else:
+                self.up.append(nn.Conv2d(deep, skip, 1))
+            self.fuse.append(conv_block(2 * skip, skip, norm))
+        self.classifier = nn.Conv2d(channels[0], num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        skips.pop()  # the deepest stage is x itself
+        for up, fuse in zip(self.up, self.fuse):
+            skip = skips.pop()
+            x = up(x)
+            if x.shape[-2:] != skip.shape[-2:]:
+                x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = fuse(torch.cat([x, skip], dim=1))
+        return self.classifier(x)
+
+
+def unet_cfg(sizes: Sizes, device: str = "cpu", opts: tuple = ()) -> CfgNode:
+    """configs/Base-UNet.yaml with ``sizes.classes`` classes, the tiny widths and ``opts``."""
+    cfg = get_cfg()
+    add_seg_plugins_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO, UNET_CONFIG))
+    overrides = ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", sizes.classes, "MODEL.DEVICE", str(device)]
+    cfg.merge_from_list([*overrides, *sizes.unet_opts, *opts])
+    return cfg
+
+
+def plain_unet(cfg: CfgNode) -> PlainUNet:
+    """The :class:`PlainUNet` of cfg's MODEL.UNET and MODEL.SEM_SEG_HEAD.NUM_CLASSES."""
+    unet = cfg.MODEL.UNET
+    if unet.NORM not in ("BN", ""):
+        raise ValueError(f"PlainUNet: MODEL.UNET.NORM={unet.NORM!r}; set it to 'BN' or ''")
+    channels = [
+        min(int(round(unet.BASE_CHANNELS * unet.CHANNEL_MULTIPLIER**i)), unet.MAX_CHANNELS)
+        for i in range(unet.DEPTH + 1)
+    ]
+    return PlainUNet(
+        len(cfg.MODEL.PIXEL_MEAN),
+        cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+        channels,
+        norm=unet.NORM == "BN",
+        transposed=unet.UPSAMPLE == "transposed",
+    )
+
+
+def unet_pair(key: str, sizes: Sizes, device: torch.device) -> Pair:
+    cfg = unet_cfg(sizes, str(device))
+    torch.manual_seed(0)
+    ours = build_model(cfg)
+    reference = plain_unet(cfg).to(device)
+    if count_parameters(ours) != count_parameters(reference):
+        raise AssertionError(
+            f"PlainUNet has {count_parameters(reference)} parameters, our U-Net "
+            f"{count_parameters(ours)}: the reference does not match the config"
+        )
+    return Pair(MODELS[key], cfg, ours, reference, None)
+
+
+PAIRS: dict = {"fcn_r50": resnet_pair, "deeplabv3_r50": resnet_pair, "unet": unet_pair}
+
+
+# ----------------------------------------------------------------------------- steps
+def make_batch(sizes: Sizes, device: torch.device) -> tuple:
+    """uint8 images of shape (N, 3, H, W) and int64 targets of shape (N, H, W) (a band of
+    IGNORE pixels at the bottom), on ``device``."""
+    g = torch.Generator().manual_seed(0)
+    (h, w), n = sizes.hw, sizes.train_batch
+    images = torch.randint(0, 256, (n, 3, h, w), generator=g, dtype=torch.uint8)
+    targets = torch.randint(0, sizes.classes, (n, h, w), generator=g)
+    targets[:, -max(h // 8, 1) :] = IGNORE
+    return images.to(device), targets.to(device)
+
+
+def our_steps(pair: Pair, images: torch.Tensor, targets: torch.Tensor) -> tuple:
+    """(training step, inference) callables of our model, with detectron2's inputs."""
+    optimizer = Trainer.build_optimizer(pair.cfg, pair.ours)
+    train_inputs = [{"image": x, "sem_seg": y} for x, y in zip(images, targets)]
+    infer_inputs = [{"image": images[0]}]
+
+    def train():
+        loss = sum(pair.ours(train_inputs).values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def infer():
+        with torch.inference_mode():
+            return pair.ours(infer_inputs)[0]["sem_seg"]
+
+    return train, infer
+
+
+def reference_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
+    """cfg.SOLVER's optimizer type and hyper-parameters, on all of ``model``'s parameters."""
+    s = cfg.SOLVER
+    if s.OPTIMIZER == "AdamW":
+        return torch.optim.AdamW(
+            model.parameters(), lr=s.BASE_LR, betas=tuple(s.BETAS), weight_decay=s.WEIGHT_DECAY
+        )
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=s.BASE_LR,
+        momentum=s.MOMENTUM,
+        nesterov=s.NESTEROV,
+        weight_decay=s.WEIGHT_DECAY,
+    )
+
+
+def reference_steps(pair: Pair, images: torch.Tensor, targets: torch.Tensor) -> tuple:
+    """(training step, inference) callables of the reference in a hand-written loop."""
+    model, cfg = pair.reference, pair.cfg
+    mean = torch.tensor(cfg.MODEL.PIXEL_MEAN, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(cfg.MODEL.PIXEL_STD, device=images.device).view(1, -1, 1, 1)
+    head_weight, aux_weight = cfg.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT, cfg.MODEL.AUX_HEAD.LOSS_WEIGHT
+    optimizer = reference_optimizer(cfg, model)
+
+    def forward(x: torch.Tensor) -> dict:
+        out = model((x.float() - mean) / std)
+        return out if isinstance(out, dict) else {"out": out}
+
+    def train():
+        out = forward(images)
+        loss = head_weight * F.cross_entropy(out["out"], targets, ignore_index=IGNORE)
+        if "aux" in out:  # torchvision's aux head: ours adds it as loss_aux
+            loss = loss + aux_weight * F.cross_entropy(out["aux"], targets, ignore_index=IGNORE)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def infer():
+        with torch.inference_mode():
+            return forward(images[:1])["out"]
+
+    return train, infer
+
+
+def set_mode(pair: Pair, training: bool) -> None:
+    """train() / eval() both sides. torchvision runs its aux head whenever it has one, eval
+    included; ours runs it in training only: the reference loses it in eval."""
+    pair.ours.train(training)
+    pair.reference.train(training)
+    if pair.aux_classifier is not None:
+        pair.reference.aux_classifier = pair.aux_classifier if training else None
+
+
+def time_row(name: str, seconds: dict, max_ratio: float) -> Row:
+    ratio = seconds["ours"] / seconds["reference"]
+    ours, reference = fmt_seconds(seconds["ours"]), fmt_seconds(seconds["reference"])
+    return Row(name, ours, reference, ratio, f"ours / ref <= {max_ratio:.2f}", ratio <= max_ratio)
+
+
+# ----------------------------------------------------------------------------- FLOP/s
+def fvcore_count(model: nn.Module, inputs) -> float:
+    """fvcore's count (1 per multiply-add) of ``model(inputs)``, via detectron2's adapter."""
+    analysis = FlopCountAnalysis(model, inputs)
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's warnings about Python-side checks
+        return analysis.total()
+
+
+def forward_gflop(model: nn.Module, sizes: Sizes, device: torch.device) -> float:
+    """GFLOP (2 per multiply-add) of our training forward on the training batch: the eval
+    forward (backbone, head, resize) plus the aux head, which eval skips."""
+    model.eval()
+    (h, w), n = sizes.hw, sizes.train_batch
+    images = [{"image": torch.zeros(3, h, w, device=device)} for _ in range(n)]
+    count = fvcore_count(model, images)
+    if model.aux_head is not None:
+        name = model.aux_head.in_feature
+        with torch.no_grad():
+            feature = model.backbone(torch.zeros(n, 3, h, w, device=device))[name]
+        count += fvcore_count(model.aux_head, {name: feature})
+    return 2 * count / 1e9
+
+
+def matmul_peak_gflops(sizes: Sizes, device: torch.device) -> float:
+    """Median GFLOP/s (2 n**3 per call) of a float32 n x n ``torch.mm``."""
+    n = sizes.matmul_n if device.type == "cpu" else sizes.matmul_n_cuda
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    seconds = time_calls({"mm": lambda: torch.mm(a, b)}, 2, sizes.matmul_calls, device)["mm"]
+    return 2 * n**3 / seconds / 1e9
+
+
+def flops_row(title: str, achieved: float, peak: float, has_target: bool) -> Row:
+    fraction = achieved / peak
+    target = f"achieved / peak >= {MIN_PEAK_FRACTION:.2f}" if has_target else "-"
+    passed = fraction >= MIN_PEAK_FRACTION if has_target else None
+    name = f"{title} training FLOP/s"
+    return Row(name, f"{achieved:.1f} GFLOP/s", f"{peak:.1f} GFLOP/s", fraction, target, passed)
+
+
+# ----------------------------------------------------------------------------- benchmarks
+def benchmark_model(key: str, sizes: Sizes, args, device: torch.device, peak) -> tuple:
+    """([training step row, inference row], FLOP/s row or None when ``peak`` is None)."""
+    pair = PAIRS[key](key, sizes, device)
+    ours_m, ref_m = count_parameters(pair.ours) / 1e6, count_parameters(pair.reference) / 1e6
+    log(f"{pair.title}: {ours_m:.2f} M parameters (ours), {ref_m:.2f} M (reference)")
+    images, targets = make_batch(sizes, device)
+    ours_train, ours_infer = our_steps(pair, images, targets)
+    ref_train, ref_infer = reference_steps(pair, images, targets)
+    set_mode(pair, training=True)
+    log(f"{pair.title}: training step ...")
+    calls = {"ours": ours_train, "reference": ref_train}
+    train = time_calls(calls, args.warmup, args.repeats, device)
+    log(f"{pair.title}: training step ours {train['ours']:.3f} s, ref {train['reference']:.3f} s")
+    set_mode(pair, training=False)
+    log(f"{pair.title}: inference ...")
+    calls = {"ours": ours_infer, "reference": ref_infer}
+    infer = time_calls(calls, args.warmup, args.repeats, device)
+    log(f"{pair.title}: inference ours {infer['ours']:.3f} s, ref {infer['reference']:.3f} s")
+    rows = [
+        time_row(f"{pair.title} training step", train, MAX_TRAIN_RATIO),
+        time_row(f"{pair.title} inference", infer, MAX_INFERENCE_RATIO),
+    ]
+    if peak is None:
+        return rows, None
+    log(f"{pair.title}: counting FLOPs ...")
+    achieved = 3 * forward_gflop(pair.ours, sizes, device) / train["ours"]
+    has_target = key in TORCHVISION_NAMES and device.type == "cpu"
+    return rows, flops_row(pair.title, achieved, peak, has_target)
+
+
+def benchmark_evaluator(sizes: Sizes, args) -> Row:
+    """tools/benchmark_evaluator.py's run: ms per image of ours vs detectron2's."""
+    root = tempfile.mkdtemp(prefix="bench_all_evaluator_")
+    name = f"bench_all_evaluator_{os.getpid()}"
+    (h, w), n, k = sizes.eval_hw, sizes.eval_images, sizes.eval_classes
+    run_args = argparse.Namespace(repeats=args.warmup + args.repeats, classes=k)
+    log(f"evaluator: {n} images of {k}x{h}x{w} logits, {run_args.repeats} repeats ...")
+    try:
+        records = bench_evaluator.register(name, root, n, k, h, w)
+        out = bench_evaluator.run(run_args, records, name)
+    finally:
+        for catalog in (DatasetCatalog, MetadataCatalog):
+            if name in catalog.list():
+                catalog.remove(name)
+        shutil.rmtree(root, ignore_errors=True)
+    ours = next(key for key in out["seconds"] if key.startswith("seg_plugins"))
+    theirs = next(key for key in out["seconds"] if key != ours)
+    for ours_res, theirs_res in zip(out["results"][ours], out["results"][theirs]):
+        mismatches = bench_evaluator.compare(ours_res, theirs_res)
+        if mismatches:
+            raise AssertionError(f"the evaluators' numbers differ: {sorted(mismatches)[:5]}")
+    ms = {key: statistics.median(s[args.warmup :]) / n * 1000 for key, s in out["seconds"].items()}
+    speedup = ms[theirs] / ms[ours]
+    return Row(
+        "evaluator: SemSegMetricsEvaluator vs SemSegEvaluator",
+        f"{ms[ours]:.1f} ms/image",
+        f"{ms[theirs]:.1f} ms/image",
+        speedup,
+        f"ref / ours >= {MIN_EVALUATOR_SPEEDUP:.0f}",
+        speedup >= MIN_EVALUATOR_SPEEDUP,
+    )
+
+
+def benchmark_loader(args) -> list:
+    """tools/benchmark_loader.py's shapes pipelines: loader images/s vs step images/s."""
+    base = bench_loader.TINY if args.tiny else bench_loader.Sizes()
+    # Only the shapes pipelines are measured: the Cityscapes-sized files are made small.
+    sizes = dataclasses.replace(
+        base,
+        repeats=args.repeats,
+        step_warmup=args.warmup,
+        city_images=1,
+        city_hw=(64, 128),
+        crop_hw=(32, 64),
+    )
+    tmp = tempfile.mkdtemp(prefix="bench_all_loader_")
+    names, rows = [], []
+    try:
+        pipelines, names, _ = bench_loader.pipelines(tmp, sizes, args.tiny)
+        for pipeline in (p for p in pipelines if p.name.startswith("shapes")):
+            res = bench_loader.measure(pipeline, sizes, args.device)
+            ratio = res["loader"] / res["step"]
+            rows.append(
+                Row(
+                    f"loader vs training step: {pipeline.name}",
+                    f"{res['loader']:.1f} images/s",
+                    f"{res['step']:.1f} images/s",
+                    ratio,
+                    f"loader / step >= {MIN_LOADER_RATIO:.0f}",
+                    ratio >= MIN_LOADER_RATIO,
+                )
+            )
+    finally:
+        for name in names:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
+# ----------------------------------------------------------------------------- report
+def table(rows: list) -> list:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        verdict = "-" if row.passed is None else ("yes" if row.passed else "**no**")
+        cells = (row.name, row.ours, row.reference, f"{row.ratio:.2f}", row.target, verdict)
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def report(rows: list, args, sizes: Sizes, device: torch.device, load_start: float) -> str:
+    (h, w), (eh, ew) = sizes.hw, sizes.eval_hw
+    n = sizes.matmul_n if device.type == "cpu" else sizes.matmul_n_cuda
+    tiny = " --tiny: a check of the script, not a measurement." if args.tiny else ""
+    lines = [
+        HEADER,
+        f"Machine: {machine()}; device {device}; torch threads {torch.get_num_threads()}; "
+        f"{time.strftime('%Y-%m-%d')}; 1-minute load average {load_start:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end.{tiny}",
+        f"Medians of {args.repeats} timed run(s) per side after {args.warmup} warm-up run(s). "
+        f"Models: {sizes.classes} classes, float32, training batch {sizes.train_batch} x "
+        f"3x{h}x{w}, inference 1 x 3x{h}x{w}. Evaluator: {sizes.eval_images} images of "
+        f"{sizes.eval_classes}x{eh}x{ew} logits. Peak: float32 torch.mm of {n}x{n} matrices.",
+        "",
+        *table(rows),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes, 1 repeat (a check)")
+    parser.add_argument("--repeats", type=int, help="timed runs per side (default 3; tiny 1)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument(
+        "--output", help="the Markdown report (default docs/benchmarks.md; none with --tiny)"
+    )
+    args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 1 if args.tiny else 3
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error(f"need --repeats >= 1 and --warmup >= 0; got {args.repeats}, {args.warmup}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA device is available; use --device cpu")
+    if "flops" in args.only and not set(MODELS) & set(args.only):
+        parser.error(f"--only flops needs a model too ({', '.join(MODELS)}): its training step")
+    if args.output is None and not args.tiny:
+        args.output = os.path.join(REPO, "docs", "benchmarks.md")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    sizes, device = (TINY if args.tiny else Sizes()), torch.device(args.device)
+    torch.manual_seed(0)
+    load_start = os.getloadavg()[0]
+    peak = None
+    if "flops" in args.only:
+        peak = matmul_peak_gflops(sizes, device)
+        log(f"matmul peak: {peak:.1f} GFLOP/s")
+    rows, flop_rows = [], []
+    for key in [name for name in MODELS if name in args.only]:
+        model_rows, flops = benchmark_model(key, sizes, args, device, peak)
+        rows += model_rows
+        if flops is not None:
+            flop_rows.append(flops)
+    if "evaluator" in args.only:
+        rows.append(benchmark_evaluator(sizes, args))
+    if "loader" in args.only:
+        rows += benchmark_loader(args)
+    text = report(rows + flop_rows, args, sizes, device, load_start)
+    print(text, end="")
+    if args.output:
+        atomic_write_text(args.output, text)
+        log(f"wrote {args.output}")
+    missed = [row.name for row in rows + flop_rows if row.passed is False]
+    if missed:
+        log(f"below target: {missed}")
+    return 1 if missed and not args.tiny else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
