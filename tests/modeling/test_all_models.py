@@ -96,3 +96,18 @@ def test_loss_options_reach_the_head(case):
     binary = loss("MODEL.SEM_SEG_HEAD.LOSS_TYPE", "dice_ce", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", 1)
     assert torch.isfinite(binary)
     binary.backward()
+
+
+@pytest.mark.parametrize("out_size", [(13, 17), (20, 25), (40, 50)])
+def test_postprocess_equals_detectron2s(out_size):
+    """The same-size shortcut of our postprocess gives detectron2's sem_seg_postprocess
+    values exactly (a same-size bilinear resize is the identity), other sizes unchanged."""
+    from detectron2.modeling.postprocessing import sem_seg_postprocess
+
+    from seg_plugins.modeling.meta_arch.base import _postprocess
+
+    padded = torch.randn(4, 24, 32)  # an image of 20 x 25 padded to 24 x 32
+    ours = _postprocess(padded, (20, 25), *out_size)
+    theirs = sem_seg_postprocess(padded, (20, 25), *out_size)
+    assert ours.shape == theirs.shape == (4, *out_size)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)

@@ -32,6 +32,15 @@ from ..losses import binary_logits_to_two_class
 __all__ = ["EncoderDecoderSegmentor", "check_pixel_stats"]
 
 
+def _postprocess(result: Tensor, image_size, height: int, width: int) -> Tensor:
+    """detectron2's ``sem_seg_postprocess`` (crop the padding, resize to height x width),
+    without its bilinear resize when the size already matches: a same-size bilinear resize
+    with align_corners=False is the identity, but still costs a full pass over K x H x W."""
+    if (int(height), int(width)) == tuple(int(v) for v in image_size):
+        return result[:, : image_size[0], : image_size[1]]
+    return sem_seg_postprocess(result, image_size, height, width)
+
+
 class EncoderDecoderSegmentor(SemanticSegmentor):
     """backbone -> sem_seg_head (+ aux_head in training) on detectron2's semantic contract.
 
@@ -114,7 +123,7 @@ class EncoderDecoderSegmentor(SemanticSegmentor):
             width = input_per_image.get("width", image_size[1])
             if self.crf is not None:
                 result = self._crf_logits(result, image_size, input_per_image["image"])
-            processed.append({"sem_seg": sem_seg_postprocess(result, image_size, height, width)})
+            processed.append({"sem_seg": _postprocess(result, image_size, height, width)})
         return processed
 
     def _window_logits(self, batch: Tensor) -> Tensor:
