@@ -2,7 +2,6 @@
 Markdown report with the expected rows; its explanation is the one in docs/. Timings are not
 checked (tiny sizes mean nothing)."""
 
-import importlib.util
 import os
 import re
 
@@ -12,20 +11,15 @@ import seg_plugins  # noqa: F401  must come before detectron2 submodules (repair
 
 # isort: split
 from detectron2.data import DatasetCatalog
+from tool_loading import load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROWS = ["shapes / U-Net", "shapes / DeepLabV3-R18", "Cityscapes-sized / DeepLabV3-R18"]
 
 
-def _load_tool():
-    path = os.path.join(REPO, "tools", "benchmark_loader.py")
-    spec = importlib.util.spec_from_file_location("benchmark_loader_tool", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-bench = _load_tool()
+bench = load_tool("benchmark_loader")
 
 
 def test_tiny_run_writes_the_table(tmp_path, capsys):

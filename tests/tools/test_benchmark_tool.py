@@ -2,7 +2,6 @@
 expected rows and columns (timings are not checked: tiny sizes mean nothing); its plain-PyTorch
 U-Net has exactly our U-Net's parameters and output shape."""
 
-import importlib.util
 import os
 import re
 
@@ -14,6 +13,7 @@ import seg_plugins  # noqa: F401  must come before detectron2 submodules (repair
 # isort: split
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
+from tool_loading import load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROWS = [
@@ -32,15 +32,9 @@ ROWS = [
 ]
 
 
-def _load_tool():
-    path = os.path.join(REPO, "tools", "benchmark.py")
-    spec = importlib.util.spec_from_file_location("benchmark_tool", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-bench = _load_tool()
+bench = load_tool("benchmark")
 
 
 def _cells(line: str) -> list:

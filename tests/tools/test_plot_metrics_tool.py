@@ -1,27 +1,20 @@
 """tools/plot_metrics.py on a generated metrics.json (detectron2's JSON lines)."""
 
-import importlib.util
 import json
 import os
 
 import numpy as np
 from PIL import Image
+from tool_loading import load_tool
 
 import seg_plugins  # noqa: F401  must come before detectron2 submodules (repairs the install)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location(
-        "plot_metrics_tool", os.path.join(REPO, "tools", "plot_metrics.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-plot_metrics = _load_tool()
+plot_metrics = load_tool("plot_metrics")
 
 
 def test_writes_curves_png_beside_metrics_json(tmp_path, capsys):

@@ -1,7 +1,6 @@
 """tools/predict.py end to end, in process, on a tiny randomly initialised U-Net whose
 weights the test writes with DetectionCheckpointer: outputs, input forms, errors."""
 
-import importlib.util
 import os
 
 import numpy as np
@@ -16,6 +15,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
+from tool_loading import load_tool
 
 from seg_plugins import add_seg_plugins_config
 from seg_plugins.data import SemSegDatasetMapper
@@ -27,16 +27,9 @@ TINY = ["MODEL.UNET.BASE_CHANNELS", "4", "MODEL.UNET.DEPTH", "2", "MODEL.DEVICE"
 SIZES = [(40, 52), (33, 47), (64, 64)]  # (H, W); odd sizes: the model pads and crops back
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location(
-        "predict_tool", os.path.join(REPO, "tools", "predict.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-predict = _load_tool()
+predict = load_tool("predict")
 
 
 def _model(opts):

@@ -1,7 +1,6 @@
 """tools/visualize_data.py in process: both sources on a tiny shapes dataset (semantic and
 Mask R-CNN configs) and on a 1-channel 16-bit folder dataset; PNG count, size, pixels."""
 
-import importlib.util
 import os
 
 import numpy as np
@@ -12,6 +11,7 @@ import seg_plugins  # noqa: F401  must come before detectron2 submodules (repair
 
 # isort: split
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from tool_loading import load_tool
 
 from seg_plugins.data import register_sem_seg_folder, register_shapes
 
@@ -22,15 +22,9 @@ SHAPES = "vis_data_shapes"
 SIZE = 48
 
 
-def _load_tool():
-    path = os.path.join(REPO, "tools", "visualize_data.py")
-    spec = importlib.util.spec_from_file_location("visualize_data_tool", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-vis = _load_tool()
+vis = load_tool("visualize_data")
 
 
 @pytest.fixture(scope="module")
