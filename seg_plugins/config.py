@@ -159,6 +159,18 @@ def add_seg_plugins_config(cfg: CN) -> CN:
     # LR_SCHEDULER_NAME may also be "WarmupPolyLR": lr * (1 - iter / MAX_ITER) ** this power.
     _setdefault(cfg.SOLVER, "POLY_LR_POWER", 0.9)
 
+    # --- speed options (seg_plugins.engine.acceleration; docs/speed.md) ---------------------
+    # SOLVER.AMP.ENABLED (detectron2's key) trains in mixed precision on CPU too. Precision:
+    # "auto" (float16 on CUDA, with a gradient scaler; bfloat16 on CPU), "float16", "bfloat16".
+    _setdefault(cfg.SOLVER.AMP, "PRECISION", "auto")
+    _setdefault(cfg.TEST, "AMP", CN())
+    _setdefault(cfg.TEST.AMP, "ENABLED", False)  # evaluate under autocast (SOLVER.AMP.PRECISION)
+    _setdefault(cfg.MODEL, "CHANNELS_LAST", False)  # NHWC convolution weights and activations
+    _setdefault(cfg.MODEL, "COMPILE", CN())
+    _setdefault(cfg.MODEL.COMPILE, "ENABLED", False)  # torch.compile backbone and heads
+    _setdefault(cfg.MODEL.COMPILE, "BACKEND", "inductor")  # torch.compile backend
+    _setdefault(cfg.MODEL.COMPILE, "MODE", "")  # "" (default), "reduce-overhead", "max-autotune"
+
     # --- semantic inference modes (seg_plugins.modeling.inference) --------------------------
     _setdefault(cfg.TEST, "SEM_SEG", CN())
     sem = cfg.TEST.SEM_SEG

@@ -8,11 +8,14 @@
 Sub-benchmarks (``--only``): ``fcn_r50``, ``deeplabv3_r50``, ``unet`` (training step and
 inference of our model vs the same architecture as a plain module in a hand-written loop),
 ``evaluator`` (tools/benchmark_evaluator.py's functions), ``loader`` (tools/benchmark_loader.py's
-shapes pipelines) and ``flops`` (achieved FLOP/s of each selected model's training step vs
-this machine's matmul peak; needs a model). Each row compares ours with a reference measured
-in the same run: medians over ``--repeats`` timed runs after ``--warmup`` runs, the two sides
-taking turns. HEADER below says what every row measures. Exit status 1 when a row misses its
-target (never with ``--tiny``, whose sizes mean nothing).
+shapes pipelines), ``flops`` (achieved FLOP/s of each selected model's training step vs
+this machine's matmul peak; needs a model), ``options`` (the speed options of docs/speed.md
+vs our float32 default; ``--compile`` adds torch.compile) and ``scaling``
+(tools/benchmark_scaling.py: step time and peak memory vs input size and batch). Each row
+compares ours with a reference measured in the same run: medians over ``--repeats`` timed
+runs after ``--warmup`` runs, the two sides taking turns. HEADER below says what every row
+measures. Exit status 1 when a row misses its target (never with ``--tiny``, whose sizes
+mean nothing).
 """
 
 import argparse
@@ -30,6 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tools"))
 import benchmark_evaluator as bench_evaluator
 import benchmark_loader as bench_loader
+import benchmark_scaling as bench_scaling
 from benchmark_demo import machine
 
 import seg_plugins  # noqa: F401  (first: repairs detectron2 where needed)
@@ -46,11 +50,12 @@ from torch import nn
 
 from seg_plugins import add_seg_plugins_config
 from seg_plugins.engine import Trainer
+from seg_plugins.engine.acceleration import amp_dtype, compile_model, to_channels_last
 from seg_plugins.modeling.convert_torchvision import torchvision_equivalent_cfg
 from seg_plugins.utils.file_io import atomic_write_text
 
 MODELS = {"fcn_r50": "FCN-ResNet50", "deeplabv3_r50": "DeepLabV3-ResNet50", "unet": "U-Net"}
-BENCHMARKS = (*MODELS, "evaluator", "loader", "flops")
+BENCHMARKS = (*MODELS, "evaluator", "loader", "flops", "options", "scaling")
 TORCHVISION_NAMES = {"fcn_r50": "fcn_resnet50", "deeplabv3_r50": "deeplabv3_resnet50"}
 UNET_CONFIG = "configs/Base-UNet.yaml"
 IGNORE = 255
@@ -101,6 +106,27 @@ compute, same number of classes, same torch threads on both sides.
   peak. On CUDA, cuDNN convolutions may use TF32 (PyTorch's default) while `torch.mm` does
   not, so the fraction may exceed 1.
 """
+
+OPTIONS_HEADER = """## Speed options (docs/speed.md)
+
+Our FCN-ResNet50 (as above) with each option of seg_plugins.engine.acceleration against its
+float32 default, measured in the same run, the variants taking turns: "ours" is the option,
+"reference" the default, ratio < 1 is faster. Training: channels-last weights
+(MODEL.CHANNELS_LAST), autocast to the device's fast reduced precision (SOLVER.AMP.ENABLED:
+bfloat16 on CPU, float16 on CUDA), both, and with `--compile` torch.compile (MODEL.COMPILE,
+inductor; its compilation happens in the warm-up). Inference (TEST.AMP.ENABLED and the
+evaluation's `torch.inference_mode`): against `torch.no_grad`, detectron2's evaluation mode."""
+
+SCALING_HEADER = """## Scaling (tools/benchmark_scaling.py)
+
+Our FCN-ResNet50's training step (forward, backward, SGD step; float32) as the input size and
+the batch grow, each point in a fresh process; growth = this point / the first point. The
+FLOPs are fvcore's forward count (x3 for the step, as above): a step that grows faster than
+its FLOPs ("time / FLOP growth" > 1) is losing efficiency. Peak memory growth: on CPU the
+process' peak resident set during the steps minus its peak with the model, optimizer and
+batch built (activations, gradients, optimizer state and allocator caching); on CUDA
+max_memory_allocated minus the memory allocated before the first step."""
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -529,6 +555,85 @@ def benchmark_loader(args) -> list:
     return rows
 
 
+def benchmark_options(sizes: Sizes, args, device: torch.device) -> list:
+    """Speed options (seg_plugins.engine.acceleration, docs/speed.md) of our FCN-ResNet50
+    against its float32 default, training step and inference, in the same run."""
+    cfg = torchvision_equivalent_cfg(TORCHVISION_NAMES["fcn_r50"], sizes.classes, aux=True)
+    cfg.MODEL.DEVICE = str(device)
+    models = {}
+    for layout in ("default", "channels_last", "compiled"):
+        if layout == "compiled" and not args.compile:
+            continue
+        torch.manual_seed(0)
+        models[layout] = build_model(cfg)
+    to_channels_last(models["channels_last"])
+    if args.compile:
+        compile_model(models["compiled"])
+    optimizers = {key: Trainer.build_optimizer(cfg, m) for key, m in models.items()}
+    images, targets = make_batch(sizes, device)
+    train_inputs = [{"image": x, "sem_seg": y} for x, y in zip(images, targets)]
+    infer_inputs = [{"image": images[0]}]
+    dtype = amp_dtype("auto", device.type)
+    low = str(dtype).replace("torch.", "")
+
+    def autocast(enabled: bool):
+        return torch.autocast(device.type, dtype=dtype, enabled=enabled)
+
+    def train(layout: str, amp: bool):
+        def call():
+            with autocast(amp):
+                loss = sum(models[layout](train_inputs).values())
+            optimizers[layout].zero_grad(set_to_none=True)
+            loss.backward()
+            optimizers[layout].step()
+
+        return call
+
+    def infer(layout: str, amp: bool, grad_mode=torch.inference_mode):
+        def call():
+            with grad_mode(), autocast(amp):
+                return models[layout](infer_inputs)[0]["sem_seg"]
+
+        return call
+
+    variants = {
+        "float32": ("default", False),
+        "channels-last": ("channels_last", False),
+        f"{low} autocast": ("default", True),
+        f"channels-last + {low} autocast": ("channels_last", True),
+    }
+    if args.compile:
+        variants["torch.compile (inductor)"] = ("compiled", False)
+    rows = []
+    title = MODELS["fcn_r50"]
+    for model in models.values():
+        model.train()
+    log(f"options: {title} training step, {list(variants)} ...")
+    calls = {name: train(*v) for name, v in variants.items()}
+    train_s = time_calls(calls, max(args.warmup, 1 if args.compile else 0), args.repeats, device)
+    for model in models.values():
+        model.eval()
+    infer_variants = {"no_grad": ("default", False, torch.no_grad)}
+    infer_variants.update({k: (*v, torch.inference_mode) for k, v in variants.items()})
+    infer_variants["inference_mode"] = infer_variants.pop("float32")
+    log(f"options: {title} inference, {list(infer_variants)} ...")
+    calls = {name: infer(*v) for name, v in infer_variants.items()}
+    infer_s = time_calls(calls, max(args.warmup, 1 if args.compile else 0), args.repeats, device)
+    for name, seconds in train_s.items():
+        if name != "float32":
+            rows.append(option_row(f"{title} training step: {name} vs float32", seconds,
+                                   train_s["float32"]))
+    for name, seconds in infer_s.items():
+        if name != "no_grad":
+            rows.append(option_row(f"{title} inference: {name} vs no_grad, float32", seconds,
+                                   infer_s["no_grad"]))
+    return rows
+
+
+def option_row(name: str, seconds: float, baseline: float) -> Row:
+    return Row(name, fmt_seconds(seconds), fmt_seconds(baseline), seconds / baseline, "-", None)
+
+
 # ----------------------------------------------------------------------------- report
 def table(rows: list) -> list:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
@@ -539,7 +644,15 @@ def table(rows: list) -> list:
     return lines
 
 
-def report(rows: list, args, sizes: Sizes, device: torch.device, load_start: float) -> str:
+def report(
+    rows: list,
+    args,
+    sizes: Sizes,
+    device: torch.device,
+    load_start: float,
+    option_rows: list = (),
+    scaling: list = (),
+) -> str:
     (h, w), (eh, ew) = sizes.hw, sizes.eval_hw
     n = sizes.matmul_n if device.type == "cpu" else sizes.matmul_n_cuda
     tiny = " --tiny: a check of the script, not a measurement." if args.tiny else ""
@@ -555,6 +668,10 @@ def report(rows: list, args, sizes: Sizes, device: torch.device, load_start: flo
         "",
         *table(rows),
     ]
+    if option_rows:
+        lines += ["", OPTIONS_HEADER, "", *table(option_rows)]
+    if scaling:
+        lines += ["", SCALING_HEADER, "", *bench_scaling.table(scaling)]
     return "\n".join(lines) + "\n"
 
 
@@ -565,6 +682,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument(
+        "--compile", action="store_true", help="options: add torch.compile rows (minutes more)"
+    )
     parser.add_argument(
         "--output", help="the Markdown report (default docs/benchmarks.md; none with --tiny)"
     )
@@ -601,7 +721,15 @@ def main(argv=None) -> int:
         rows.append(benchmark_evaluator(sizes, args))
     if "loader" in args.only:
         rows += benchmark_loader(args)
-    text = report(rows + flop_rows, args, sizes, device, load_start)
+    option_rows = benchmark_options(sizes, args, device) if "options" in args.only else []
+    scaling = []
+    if "scaling" in args.only:
+        # at most 3 timed steps per point: a 1024x1024 step of FCN-ResNet50 is ~20 s on a CPU
+        scaling_sizes = bench_scaling.TINY if args.tiny else bench_scaling.Sizes(
+            warmup=args.warmup, repeats=min(args.repeats, 3)
+        )
+        scaling = bench_scaling.measure(scaling_sizes, args.device, log)
+    text = report(rows + flop_rows, args, sizes, device, load_start, option_rows, scaling)
     print(text, end="")
     if args.output:
         atomic_write_text(args.output, text)

@@ -33,6 +33,13 @@ from ..evaluation.cityscapes import (
     CityscapesOfficialSemSegEvaluator,
 )
 from ..evaluation.visualizer import SemSegVisualizer
+from .acceleration import (
+    AutocastTrainer,
+    InferenceRunner,
+    amp_dtype,
+    compile_model,
+    to_channels_last,
+)
 
 __all__ = ["Trainer", "model_outputs"]
 
@@ -115,6 +122,17 @@ def _check_stock_sem_seg_labels(dataset: List[dict], cfg) -> None:
         )
 
 
+def _with_amp(cfg, enabled: bool):
+    """A copy of ``cfg`` with SOLVER.AMP.ENABLED = ``enabled`` (frozen if ``cfg`` was)."""
+    cfg = cfg.clone()
+    frozen = cfg.is_frozen()
+    cfg.defrost()
+    cfg.SOLVER.AMP.ENABLED = enabled
+    if frozen:
+        cfg.freeze()
+    return cfg
+
+
 class Trainer(DefaultTrainer):
     """``DefaultTrainer`` plus: the semantic mapper for semantic models, evaluators chosen
     from ``MetadataCatalog.get(name).evaluator_type`` (a string or a list) intersected with
@@ -122,7 +140,38 @@ class Trainer(DefaultTrainer):
 
     def __init__(self, cfg):
         register_dataset_specs(cfg)  # DATASETS.SPECS (a no-op for specs already registered)
+        amp = cfg.SOLVER.AMP.ENABLED
+        if amp:
+            # detectron2 v0.6 would build its AMPTrainer (CUDA-only, float16 only); build the
+            # plain SimpleTrainer, then continue it as an AutocastTrainer (acceleration.py).
+            cfg = _with_amp(cfg, False)
         super().__init__(cfg)
+        if amp:
+            self.cfg = _with_amp(self.cfg, True)
+            self._trainer = AutocastTrainer.taking_over(
+                self._trainer, precision=cfg.SOLVER.AMP.PRECISION
+            )
+
+    @classmethod
+    def build_model(cls, cfg):
+        """detectron2's ``build_model`` plus the speed options MODEL.CHANNELS_LAST and
+        MODEL.COMPILE.* (docs/speed.md)."""
+        model = super().build_model(cfg)
+        if cfg.MODEL.CHANNELS_LAST:
+            to_channels_last(model)
+        if cfg.MODEL.COMPILE.ENABLED:
+            compile_model(model, backend=cfg.MODEL.COMPILE.BACKEND, mode=cfg.MODEL.COMPILE.MODE)
+        return model
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """detectron2's evaluation of every TEST dataset, with the model run under
+        ``torch.inference_mode`` and, with TEST.AMP.ENABLED, autocast to
+        SOLVER.AMP.PRECISION (outputs cast back to float32)."""
+        dtype = None
+        if cfg.TEST.AMP.ENABLED:
+            dtype = amp_dtype(cfg.SOLVER.AMP.PRECISION, torch.device(cfg.MODEL.DEVICE).type)
+        return super().test(cfg, InferenceRunner(model, dtype), evaluators)
 
     @classmethod
     def build_train_loader(cls, cfg):

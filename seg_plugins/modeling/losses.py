@@ -60,6 +60,7 @@ __all__ = [
     "binary_logits_to_two_class",
     "build_sem_seg_loss",
     "check_binary_threshold",
+    "check_target_values",
     "is_binary",
     "sem_seg_cross_entropy",
     "sem_seg_dice",
@@ -121,27 +122,52 @@ def _labelled(logits: Tensor, targets: Tensor, ignore_value: int) -> Tensor:
             f"expected logits (N, K, H, W) and targets (N, H, W) of the same H, W; got "
             f"{tuple(logits.shape)} and {tuple(targets.shape)}"
         )
-    k = _num_target_classes(logits)
-    if logits.shape[1] == 1 and ignore_value in (0, 1):
+    _check_binary_ignore(logits.shape[1], ignore_value)
+    labelled = targets != ignore_value
+    if targets.device.type == "cpu":
+        check_target_values(targets, logits.shape[1], ignore_value)
+    else:
+        # No host-device sync in the step: an asynchronous device-side assert instead of the
+        # ValueError. EncoderDecoderSegmentor runs check_target_values on the CPU targets
+        # before moving them, so its users still get the full message first.
+        k = _num_target_classes(logits)
+        bad = labelled & ((targets < 0) | (targets >= k))
+        torch._assert_async(
+            ~bad.any(),
+            f"targets contain values that are neither classes 0..{k - 1} nor the ignore value "
+            f"{ignore_value}; fix the labels or MODEL.SEM_SEG_HEAD.NUM_CLASSES / IGNORE_VALUE",
+        )
+    return labelled
+
+
+def _check_binary_ignore(num_logits: int, ignore_value: int) -> None:
+    if num_logits == 1 and ignore_value in (0, 1):
         raise ValueError(
             f"binary mode (one logit channel) needs an ignore value other than 0 and 1, got "
             f"{ignore_value}; set MODEL.SEM_SEG_HEAD.IGNORE_VALUE to e.g. 255"
         )
-    labelled = targets != ignore_value
-    bad = labelled & ((targets < 0) | (targets >= k))
-    if bool(bad.any()):  # one host sync per step; a silent out-of-range id corrupts the loss
+
+
+def check_target_values(targets: Tensor, num_logits: int, ignore_value: int) -> None:
+    """Raise a ValueError naming the bad values unless every target is a class id in
+    [0, K) or ``ignore_value`` (K = ``num_logits``; 2 in binary mode, ``num_logits`` = 1).
+    On an accelerator this reads the result back (a host sync): call it on CPU targets."""
+    binary = num_logits == 1
+    k = 2 if binary else num_logits
+    _check_binary_ignore(num_logits, ignore_value)
+    bad = (targets != ignore_value) & ((targets < 0) | (targets >= k))
+    if bool(bad.any()):  # a silent out-of-range id would corrupt the loss
         values = sorted(targets[bad].unique().tolist())[:10]
         hint = (
             "binary mode (NUM_CLASSES 1) expects 0 = background, 1 = foreground; map mask "
             "values such as 255 to 1 (and pick another ignore value)"
-            if logits.shape[1] == 1
+            if binary
             else "fix the labels or MODEL.SEM_SEG_HEAD.NUM_CLASSES / IGNORE_VALUE"
         )
         raise ValueError(
             f"targets contain {values}, which are neither classes 0..{k - 1} nor the ignore "
             f"value {ignore_value}; {hint}"
         )
-    return labelled
 
 
 def _class_weight_tensor(

@@ -31,8 +31,15 @@ ROWS = [
     "U-Net training FLOP/s",
 ]
 
-
-
+OPTION_ROWS = [
+    "FCN-ResNet50 training step: channels-last vs float32",
+    "FCN-ResNet50 training step: bfloat16 autocast vs float32",
+    "FCN-ResNet50 training step: channels-last + bfloat16 autocast vs float32",
+    "FCN-ResNet50 inference: channels-last vs no_grad, float32",
+    "FCN-ResNet50 inference: bfloat16 autocast vs no_grad, float32",
+    "FCN-ResNet50 inference: channels-last + bfloat16 autocast vs no_grad, float32",
+    "FCN-ResNet50 inference: inference_mode vs no_grad, float32",
+]
 
 bench = load_tool("benchmark")
 
@@ -49,7 +56,9 @@ def test_tiny_run_writes_the_table(tmp_path, capsys):
     text = out.read_text()
     assert text.startswith(bench.HEADER) and text.strip() in capsys.readouterr().out
     assert re.search(r"^Machine: .+, \d+ cores, .+; device cpu; torch threads \d+;", text, re.M)
-    lines = [line for line in text.splitlines() if line.startswith("|")]
+    main, options, scaling = text.split("\n## ")
+    assert options.startswith("Speed options") and scaling.startswith("Scaling")
+    lines = [line for line in main.splitlines() if line.startswith("|")]
     header, rule, rows = lines[0], lines[1], lines[2:]
     assert _cells(header) == list(bench.COLUMNS) and set(rule) <= set("|-")
     assert [_cells(row)[0] for row in rows] == ROWS
@@ -63,6 +72,15 @@ def test_tiny_run_writes_the_table(tmp_path, capsys):
     assert targets["FCN-ResNet50 training FLOP/s"] == "achieved / peak >= 0.50"
     assert targets["U-Net training FLOP/s"] == "-"  # a target for the ResNet-50 models only
     assert set(DatasetCatalog.list()) == before  # its temporary datasets are removed
+    option_rows = [_cells(r) for r in options.splitlines()[2:] if r.startswith("| FCN")]
+    assert [r[0] for r in option_rows] == OPTION_ROWS
+    assert all(float(r[3]) > 0 and r[4] == "-" for r in option_rows)
+    scaling_rows = [_cells(r) for r in scaling.splitlines() if re.match(r"\| \d+x\d+ ", r)]
+    points = [(int(r[0].split("x")[0]), int(r[1])) for r in scaling_rows]
+    assert points == list(bench.bench_scaling.TINY.points)
+    assert [float(r[3]) for r in scaling_rows][0] == 1.0  # growth against the first point
+    flop_growth = [float(r[4]) for r in scaling_rows]
+    assert flop_growth == pytest.approx([1.0, 4.0, 2.0], rel=0.05)  # pixels x batch
 
 
 @pytest.mark.parametrize("upsample", ["bilinear", "transposed"])

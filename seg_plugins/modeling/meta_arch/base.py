@@ -27,7 +27,7 @@ from detectron2.structures import ImageList
 from torch import Tensor, nn
 
 from ..inference import SemSegInference
-from ..losses import binary_logits_to_two_class
+from ..losses import binary_logits_to_two_class, check_target_values
 
 __all__ = ["EncoderDecoderSegmentor", "check_pixel_stats"]
 
@@ -101,7 +101,9 @@ class EncoderDecoderSegmentor(SemanticSegmentor):
 
             targets = None
             if "sem_seg" in batched_inputs[0]:
-                targets = [x["sem_seg"].to(self.device) for x in batched_inputs]
+                targets = [x["sem_seg"] for x in batched_inputs]
+                self._check_targets_before_transfer(targets)
+                targets = [x.to(self.device) for x in targets]
                 targets = ImageList.from_tensors(
                     targets, self.backbone.size_divisibility, self.sem_seg_head.ignore_value
                 ).tensor
@@ -125,6 +127,17 @@ class EncoderDecoderSegmentor(SemanticSegmentor):
                 result = self._crf_logits(result, image_size, input_per_image["image"])
             processed.append({"sem_seg": _postprocess(result, image_size, height, width)})
         return processed
+
+    def _check_targets_before_transfer(self, targets: list) -> None:
+        """On an accelerator, check the label values while they are still on the CPU: the
+        loss checks CPU targets with a ValueError but device targets only with an
+        asynchronous assert (no host sync per step), whose message is terse."""
+        num_logits = getattr(self.sem_seg_head, "num_classes", None)
+        if self.device.type == "cpu" or num_logits is None:
+            return
+        for target in targets:
+            if target.device.type == "cpu":
+                check_target_values(target, num_logits, self.sem_seg_head.ignore_value)
 
     def _window_logits(self, batch: Tensor) -> Tensor:
         """Eval logits of shape (B, K, h, w) of a normalised batch of shape (B, C, h, w)."""
