@@ -7,10 +7,12 @@ against the growth that the FLOPs predict.
 
 tools/benchmark.py runs it as its ``scaling`` sub-benchmark and appends the table to
 docs/benchmarks.md. Each point (input size, batch) runs in a fresh process, so that its peak
-memory is its own: on CPU the growth of the process' peak resident set (``ru_maxrss``) over
-its peak with the model, optimizer and batch built; on CUDA ``max_memory_allocated`` over the
-memory allocated before the first step. Both count activations, gradients and optimizer
-state; the CPU figure also counts the allocator's cached, not yet returned blocks.
+memory is its own: on CPU the growth of the process' peak resident set (VmHWM, reset
+before the first step) over its resident set with the model, optimizer and batch built; on
+CUDA ``max_memory_allocated`` over the memory allocated before the first step. Both count
+activations, gradients and optimizer state; the CPU figure also counts the allocator's
+cached, not yet returned blocks. On CPU each point first applies the Trainer's allocator
+setting (SOLVER.CPU_KEEP_FREED_MEMORY, seg_plugins/utils/memory.py).
 """
 
 import argparse
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import time
 import warnings
+from typing import Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = "fcn_resnet50"  # torchvision_equivalent_cfg's name; the heaviest model per pixel here
@@ -40,19 +43,42 @@ class Sizes:
 TINY = Sizes(points=((32, 1), (64, 1), (32, 2)), warmup=0, repeats=1)
 
 
+def _status_kib(field: str) -> Optional[int]:
+    """A "kB" field of /proc/self/status (Linux), or None elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> None:
+    """Reset this process' VmHWM to its current RSS (Linux >= 4.0); best effort."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def _peak_rss_bytes() -> int:
-    """This process' peak resident set so far (Linux reports kilobytes, macOS bytes)."""
+    """This process' peak resident set: VmHWM, which belongs to the process' own address
+    space. Not ``ru_maxrss``: Linux carries that over fork + exec, so a child started by a
+    large parent reports at least the parent's size."""
+    kib = _status_kib("VmHWM")
+    if kib is not None:
+        return kib * 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 
 
 def _rss_bytes() -> int:
     """This process' resident set now (Linux); elsewhere its peak so far."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return _peak_rss_bytes()
+    kib = _status_kib("VmRSS")
+    return kib * 1024 if kib is not None else _peak_rss_bytes()
 
 
 def measure_point(size: int, batch: int, classes: int, warmup: int, repeats: int, device: str):
@@ -68,7 +94,10 @@ def measure_point(size: int, batch: int, classes: int, warmup: int, repeats: int
 
     from seg_plugins.engine import Trainer
     from seg_plugins.modeling.convert_torchvision import torchvision_equivalent_cfg
+    from seg_plugins.utils.memory import keep_freed_memory
 
+    if device == "cpu":
+        keep_freed_memory()  # as the Trainer does on CPU (SOLVER.CPU_KEEP_FREED_MEMORY)
     torch.manual_seed(0)
     cfg = torchvision_equivalent_cfg(MODEL, classes, aux=True)
     cfg.MODEL.DEVICE = device
@@ -95,6 +124,7 @@ def measure_point(size: int, batch: int, classes: int, warmup: int, repeats: int
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
+        _reset_peak_rss()
         base = _rss_bytes()
     for _ in range(warmup):
         step()
