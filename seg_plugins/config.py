@@ -153,6 +153,14 @@ def add_seg_plugins_config(cfg: CN) -> CN:
     # logged, and listed in OUTPUT_DIR/skipped_samples.json.
     _setdefault(cfg.DATASETS, "SKIP_BAD_SAMPLES", False)
 
+    # --- kill-safe training (seg_plugins.data.resumable, seg_plugins.engine.loop) -----------
+    # Batches are a function of (seed, iteration): --resume continues with exactly the
+    # batches (and augmentations) the uninterrupted run would have seen. TrainingSampler only.
+    _setdefault(cfg.DATALOADER, "RESUMABLE", True)
+    # Non-finite loss: 0 stops training at once (naming the iteration, the loss terms and the
+    # last checkpoint); N > 0 skips up to N such optimizer steps (logged, counted) first.
+    _setdefault(cfg.SOLVER, "SKIP_NONFINITE_STEPS", 0)
+
     # --- solver ---------------------------------------------------------------------------
     _setdefault(cfg.SOLVER, "OPTIMIZER", "SGD")  # "SGD" (detectron2's) or "AdamW"
     _setdefault(cfg.SOLVER, "BETAS", [0.9, 0.999])  # AdamW betas
@@ -170,6 +178,9 @@ def add_seg_plugins_config(cfg: CN) -> CN:
     _setdefault(cfg.MODEL.COMPILE, "ENABLED", False)  # torch.compile backbone and heads
     _setdefault(cfg.MODEL.COMPILE, "BACKEND", "inductor")  # torch.compile backend
     _setdefault(cfg.MODEL.COMPILE, "MODE", "")  # "" (default), "reduce-overhead", "max-autotune"
+    # CPU training (glibc): keep freed memory for reuse instead of page-faulting large
+    # activations in again every step (seg_plugins/utils/memory.py; docs/speed.md).
+    _setdefault(cfg.SOLVER, "CPU_KEEP_FREED_MEMORY", True)
 
     # --- semantic inference modes (seg_plugins.modeling.inference) --------------------------
     _setdefault(cfg.TEST, "SEM_SEG", CN())

@@ -2,7 +2,7 @@
 
 - ``SOLVER.AMP.ENABLED``: mixed precision in training, on CPU as on GPU. detectron2's own
   ``AMPTrainer`` (v0.6) asserts CUDA and always uses float16 with a gradient scaler;
-  :class:`AutocastTrainer` runs ``torch.autocast`` on the model's device with
+  :class:`~seg_plugins.engine.loop.TrainLoop` runs ``torch.autocast`` on the model's device with
   ``SOLVER.AMP.PRECISION`` ("auto": float16 on CUDA, as detectron2; bfloat16 on CPU, where
   oneDNN has bfloat16 kernels and float16 has none worth using) and a gradient scaler only
   where it is needed (float16: its 5-bit exponent underflows small gradients; bfloat16 has
@@ -21,17 +21,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from typing import Any, Optional
 
 import torch
-from detectron2.engine import SimpleTrainer
 from detectron2.structures import Boxes, Instances
 from torch import nn
 
+from .loop import TrainLoop, amp_dtype, model_device
+
 __all__ = [
-    "AutocastTrainer",
     "InferenceRunner",
+    "TrainLoop",
     "amp_dtype",
     "compile_model",
     "to_channels_last",
@@ -39,109 +39,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def amp_dtype(precision: str, device_type: str) -> torch.dtype:
-    """The autocast dtype that ``SOLVER.AMP.PRECISION`` names on ``device_type``."""
-    if precision == "auto":
-        return torch.float16 if device_type == "cuda" else torch.bfloat16
-    if precision not in _PRECISIONS:
-        raise ValueError(
-            f"SOLVER.AMP.PRECISION={precision!r}; use 'auto' (float16 on CUDA, bfloat16 on "
-            f"CPU), 'float16' or 'bfloat16'"
-        )
-    return _PRECISIONS[precision]
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
 def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-class AutocastTrainer(SimpleTrainer):
-    """detectron2's ``SimpleTrainer`` step under ``torch.autocast(device, dtype)``: the
-    forward (losses included) in mixed precision, the backward and the optimizer step on the
-    float32 parameters. With float16 on CUDA the loss is scaled by ``torch.amp.GradScaler``
-    (and the scaler's state is saved with the checkpoint under "grad_scaler", the key of
-    detectron2's ``AMPTrainer``, so checkpoints of either resume in the other).
-
-    Host syncs per step: detectron2's ``_write_metrics`` reads every loss (``.item()``) to
-    log it and to stop on a non-finite loss, and the float16 scaler reads its inf check;
-    nothing else in the step waits for the device.
-    """
-
-    def __init__(self, model, data_loader, optimizer, *, precision: str = "auto"):
-        super().__init__(model, data_loader, optimizer)
-        self._setup(precision)
-
-    @classmethod
-    def taking_over(cls, trainer: SimpleTrainer, precision: str = "auto") -> "AutocastTrainer":
-        """An AutocastTrainer that continues ``trainer`` (a SimpleTrainer built by
-        detectron2's DefaultTrainer): same model, optimizer and data-loader iterator -- a
-        second ``iter(data_loader)`` would start a second set of loader workers."""
-        new = cls.__new__(cls)
-        new.__dict__.update(trainer.__dict__)
-        new._setup(precision)
-        return new
-
-    def _setup(self, precision: str) -> None:
-        self.device = _model_device(self.model)
-        self.dtype = amp_dtype(precision, self.device.type)
-        if self.dtype == torch.float16 and self.device.type == "cpu":
-            logger.warning(
-                "SOLVER.AMP.PRECISION float16 on CPU: few CPU kernels are fast in float16; "
-                "bfloat16 ('auto') is the CPU's fast reduced precision"
-            )
-        scaled = self.dtype == torch.float16 and self.device.type == "cuda"
-        self.grad_scaler = torch.amp.GradScaler(self.device.type) if scaled else None
-        logger.info(
-            f"Mixed precision: autocast to {str(self.dtype).replace('torch.', '')} on "
-            f"{self.device.type}" + (", with a gradient scaler" if scaled else "")
-        )
-
-    def run_step(self):
-        assert self.model.training, "[AutocastTrainer] model was changed to eval mode!"
-        start = time.perf_counter()
-        data = next(self._data_loader_iter)
-        data_time = time.perf_counter() - start
-
-        with _autocast(self.device, self.dtype):
-            loss_dict = self.model(data)
-            if isinstance(loss_dict, torch.Tensor):
-                losses = loss_dict
-                loss_dict = {"total_loss": loss_dict}
-            else:
-                losses = sum(loss_dict.values())
-
-        self.optimizer.zero_grad()
-        if self.grad_scaler is None:
-            losses.backward()
-        else:
-            self.grad_scaler.scale(losses).backward()
-        self._write_metrics(loss_dict, data_time)
-        if self.grad_scaler is None:
-            self.optimizer.step()
-        else:
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-
-    def state_dict(self):
-        state = super().state_dict()
-        if self.grad_scaler is not None:
-            state["grad_scaler"] = self.grad_scaler.state_dict()
-        return state
-
-    def load_state_dict(self, state_dict):
-        super().load_state_dict(state_dict)
-        if self.grad_scaler is not None and "grad_scaler" in state_dict:
-            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
 
 
 def _to_float32(value: Any) -> Any:
@@ -178,7 +79,7 @@ class InferenceRunner(nn.Module):
         self.dtype = dtype
 
     def forward(self, batched_inputs):
-        device = _model_device(self.model)
+        device = model_device(self.model)
         with torch.inference_mode(), _autocast(device, self.dtype):
             outputs = self.model(batched_inputs)
         return _to_float32(outputs) if self.dtype is not None else outputs

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import logging
 import os
+import random
+import weakref
 from typing import List, Set
 
+import numpy as np
 import torch
 from detectron2.data import (
     DatasetMapper,
@@ -21,10 +24,12 @@ from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvalua
 from detectron2.solver import LRMultiplier
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.solver.lr_scheduler import WarmupParamScheduler
+from detectron2.utils import comm
 from fvcore.common.param_scheduler import PolynomialDecayParamScheduler
 
 from ..data import SemSegDatasetMapper
 from ..data.build import checked_dataset_dicts, skip_report, write_skip_report_for
+from ..data.resumable import ResumableTrainLoader
 from ..data.spec import register_dataset_specs
 from ..data.validation import SkipBadSamples
 from ..evaluation import SemSegMetricsEvaluator
@@ -33,13 +38,10 @@ from ..evaluation.cityscapes import (
     CityscapesOfficialSemSegEvaluator,
 )
 from ..evaluation.visualizer import SemSegVisualizer
-from .acceleration import (
-    AutocastTrainer,
-    InferenceRunner,
-    amp_dtype,
-    compile_model,
-    to_channels_last,
-)
+from ..utils.memory import keep_freed_memory
+from .acceleration import InferenceRunner, compile_model, to_channels_last
+from .checkpoint import AtomicCheckpointer, trim_metrics_for_resume
+from .loop import TrainLoop, amp_dtype
 
 __all__ = ["Trainer", "model_outputs"]
 
@@ -122,6 +124,43 @@ def _check_stock_sem_seg_labels(dataset: List[dict], cfg) -> None:
         )
 
 
+def _rng_state() -> dict:
+    """This process' python, numpy and torch (CPU and CUDA) RNG states, in types that
+    ``torch.load(weights_only=True)`` accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(_as_tuples(state["python"]))
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuples(value):
+    """random.setstate wants tuples; a checkpoint round trip may give lists."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_as_tuples(v) for v in value)
+    return value
+
+
 def _with_amp(cfg, enabled: bool):
     """A copy of ``cfg`` with SOLVER.AMP.ENABLED = ``enabled`` (frozen if ``cfg`` was)."""
     cfg = cfg.clone()
@@ -140,17 +179,81 @@ class Trainer(DefaultTrainer):
 
     def __init__(self, cfg):
         register_dataset_specs(cfg)  # DATASETS.SPECS (a no-op for specs already registered)
+        if cfg.SOLVER.CPU_KEEP_FREED_MEMORY and torch.device(cfg.MODEL.DEVICE).type == "cpu":
+            keep_freed_memory()
         amp = cfg.SOLVER.AMP.ENABLED
         if amp:
-            # detectron2 v0.6 would build its AMPTrainer (CUDA-only, float16 only); build the
-            # plain SimpleTrainer, then continue it as an AutocastTrainer (acceleration.py).
+            # detectron2 v0.6 would build its AMPTrainer (CUDA-only, float16 only): build the
+            # plain SimpleTrainer; TrainLoop below adds autocast on any device.
             cfg = _with_amp(cfg, False)
         super().__init__(cfg)
         if amp:
             self.cfg = _with_amp(self.cfg, True)
-            self._trainer = AutocastTrainer.taking_over(
-                self._trainer, precision=cfg.SOLVER.AMP.PRECISION
-            )
+        self._trainer = TrainLoop.taking_over(
+            self._trainer,
+            precision=cfg.SOLVER.AMP.PRECISION if amp else None,
+            max_skipped_steps=cfg.SOLVER.SKIP_NONFINITE_STEPS,
+            last_checkpoint=self._last_checkpoint_path,
+        )
+
+    def _last_checkpoint_path(self) -> str:
+        if not self.checkpointer.has_checkpoint():
+            return ""
+        return self.checkpointer.get_checkpoint_file()
+
+    def build_hooks(self):
+        """detectron2's hooks, saving through :class:`AtomicCheckpointer` (a kill or a full
+        disk during a save never leaves a truncated checkpoint or ``last_checkpoint``)."""
+        self.checkpointer = AtomicCheckpointer(
+            self.checkpointer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        return super().build_hooks()
+
+    def resume_or_load(self, resume=True):
+        """detectron2's; on resume, metrics.json is cut back to the checkpoint's iteration
+        and the resumable loader continues at the resumed iteration."""
+        super().resume_or_load(resume=resume)
+        if self.start_iter > 0 and comm.is_main_process():
+            metrics = os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")
+            removed = trim_metrics_for_resume(metrics, self.start_iter)
+            if removed:
+                logger.info(
+                    f"{metrics}: removed {removed} line(s) logged after the checkpoint "
+                    f"(iteration >= {self.start_iter}, or cut short by the kill)"
+                )
+        loader = self._trainer.data_loader
+        if isinstance(loader, ResumableTrainLoader):
+            loader.start_iter = self.start_iter
+
+    def state_dict(self):
+        """detectron2's trainer state (iteration, hooks) plus the optimizer (and gradient
+        scaler, skipped-step count), the LR scheduler, the RNG states of this process (dropout
+        and anything else drawn in the main process) and the training data's seed, so that a
+        resumed run continues exactly as the uninterrupted one (DATALOADER.RESUMABLE)."""
+        state = super().state_dict()
+        # This detectron2's DefaultTrainer saves neither the optimizer (its SimpleTrainer's
+        # state) nor a scheduler that is not a private ``_LRScheduler`` subclass (its
+        # LRScheduler hook skips those): a resume restarted AdamW's moments / SGD's momentum.
+        state["_trainer"] = self._trainer.state_dict()
+        if hasattr(self.scheduler, "state_dict"):
+            state["lr_scheduler"] = self.scheduler.state_dict()
+        state["rng"] = _rng_state()
+        loader = self._trainer.data_loader
+        if isinstance(loader, ResumableTrainLoader):
+            state["data_seed"] = loader.seed
+        return state
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        if "_trainer" in state:
+            self._trainer.load_state_dict(state["_trainer"])
+        if "lr_scheduler" in state:
+            self.scheduler.load_state_dict(state["lr_scheduler"])
+        if "rng" in state:
+            _set_rng_state(state["rng"])
+        loader = self._trainer.data_loader
+        if "data_seed" in state and isinstance(loader, ResumableTrainLoader):
+            loader.seed = int(state["data_seed"])
 
     @classmethod
     def build_model(cls, cfg):
@@ -188,6 +291,21 @@ class Trainer(DefaultTrainer):
             mapper = SemSegDatasetMapper(cfg, is_train=True)
         if cfg.DATASETS.SKIP_BAD_SAMPLES:
             mapper = SkipBadSamples(mapper)
+        if cfg.DATALOADER.RESUMABLE:
+            if cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler":
+                return ResumableTrainLoader(
+                    dataset,
+                    mapper,
+                    cfg.SOLVER.IMS_PER_BATCH,
+                    seed=cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed(),
+                    num_workers=cfg.DATALOADER.NUM_WORKERS,
+                    aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+                )
+            logger.warning(
+                f"DATALOADER.SAMPLER_TRAIN={cfg.DATALOADER.SAMPLER_TRAIN}: detectron2's loader, "
+                f"which restarts its stream on --resume (DATALOADER.RESUMABLE supports "
+                f"TrainingSampler only)"
+            )
         return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
 
     @classmethod

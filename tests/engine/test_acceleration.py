@@ -19,13 +19,12 @@ from seg_plugins import add_seg_plugins_config
 from seg_plugins.data import register_shapes
 from seg_plugins.engine import Trainer
 from seg_plugins.engine.acceleration import (
-    AutocastTrainer,
     InferenceRunner,
     _to_float32,
-    amp_dtype,
     compile_model,
     to_channels_last,
 )
+from seg_plugins.engine.loop import TrainLoop, amp_dtype
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 UNET_CFG = os.path.join(REPO, "configs", "shapes", "unet_shapes.yaml")
@@ -108,7 +107,7 @@ def test_bf16_autocast_step_matches_the_float32_step_within_tolerance():
     cfg = _cfg()
     batch = _batch()
     ref_model, ref_loss, ref_dtypes = _one_step(SimpleTrainer, cfg, batch)
-    amp_model, amp_loss, amp_dtypes = _one_step(AutocastTrainer, cfg, batch, precision="auto")
+    amp_model, amp_loss, amp_dtypes = _one_step(TrainLoop, cfg, batch, precision="auto")
     assert ref_dtypes == [torch.float32] and amp_dtypes == [torch.bfloat16]
     # bfloat16 keeps 8 bits of mantissa: ~0.4% per rounding, a few % over a network.
     assert amp_loss == pytest.approx(ref_loss, rel=0.03)
@@ -124,14 +123,14 @@ def test_bf16_autocast_step_matches_the_float32_step_within_tolerance():
     assert cos(*whole, dim=0) >= 0.97
 
 
-def test_autocast_trainer_needs_no_scaler_for_bfloat16_and_keeps_detectron2s_key():
+def test_train_loop_needs_no_scaler_for_bfloat16():
     cfg = _cfg()
     model = _model(cfg)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    trainer = AutocastTrainer(model, itertools.repeat(_batch()), opt, precision="bfloat16")
+    trainer = TrainLoop(model, itertools.repeat(_batch()), opt, precision="bfloat16")
     assert trainer.grad_scaler is None and "grad_scaler" not in trainer.state_dict()
     with pytest.raises(ValueError, match="PRECISION"):
-        AutocastTrainer(model, itertools.repeat(_batch()), opt, precision="half")
+        TrainLoop(model, itertools.repeat(_batch()), opt, precision="half")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="float16 loss scaling runs on CUDA")
@@ -139,7 +138,7 @@ def test_float16_on_cuda_scales_the_loss_and_saves_the_scaler():
     cfg = _cfg("MODEL.DEVICE", "cuda")
     model = _model(cfg)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    trainer = AutocastTrainer(model, itertools.repeat(_batch()), opt)
+    trainer = TrainLoop(model, itertools.repeat(_batch()), opt, precision="auto")
     assert trainer.dtype == torch.float16 and trainer.grad_scaler is not None
     from detectron2.utils.events import EventStorage
 
@@ -154,7 +153,7 @@ def test_float16_on_cuda_scales_the_loss_and_saves_the_scaler():
 def test_trainer_with_amp_trains_on_cpu_and_evaluates_with_test_amp(tiny_shapes, tmp_path):
     cfg = _cfg("SOLVER.AMP.ENABLED", True, "TEST.AMP.ENABLED", True, output_dir=tmp_path)
     trainer = Trainer(cfg)
-    assert isinstance(trainer._trainer, AutocastTrainer)
+    assert isinstance(trainer._trainer, TrainLoop)
     assert trainer._trainer.dtype == torch.bfloat16
     assert trainer.cfg.SOLVER.AMP.ENABLED  # the config the run reports is the one it was given
     trainer.resume_or_load(resume=False)
@@ -314,4 +313,19 @@ def test_bad_labels_on_cpu_still_name_the_values():
     batch = _batch()
     batch[0]["sem_seg"][0, 0] = 9
     with pytest.raises(ValueError, match=r"targets contain \[9\]"):
+        model(batch)
+
+
+def test_labels_are_checked_on_the_cpu_before_moving_to_an_accelerator(monkeypatch):
+    # The loss on an accelerator has only an asynchronous assert (no host sync per step);
+    # the model checks the CPU targets first. "meta" stands in for the accelerator here.
+    from seg_plugins.modeling.meta_arch.base import EncoderDecoderSegmentor
+
+    model = _model(_cfg()).train()
+    monkeypatch.setattr(
+        EncoderDecoderSegmentor, "device", property(lambda self: torch.device("meta"))
+    )
+    batch = _batch()
+    batch[1]["sem_seg"][3, 3] = -2
+    with pytest.raises(ValueError, match=r"targets contain \[-2\].*classes 0\.\.3"):
         model(batch)

@@ -93,6 +93,8 @@ class EncoderDecoderSegmentor(SemanticSegmentor):
     # head) unless a subclass builds its own parts.
 
     def forward(self, batched_inputs):
+        if "sem_seg" in batched_inputs[0]:
+            self._check_targets_before_transfer([x["sem_seg"] for x in batched_inputs])
         images = [x["image"].to(self.device) for x in batched_inputs]
         images = [(x - self.pixel_mean) / self.pixel_std for x in images]
         if self.training or self.inference is None or self.inference.is_plain:
@@ -101,9 +103,7 @@ class EncoderDecoderSegmentor(SemanticSegmentor):
 
             targets = None
             if "sem_seg" in batched_inputs[0]:
-                targets = [x["sem_seg"] for x in batched_inputs]
-                self._check_targets_before_transfer(targets)
-                targets = [x.to(self.device) for x in targets]
+                targets = [x["sem_seg"].to(self.device) for x in batched_inputs]
                 targets = ImageList.from_tensors(
                     targets, self.backbone.size_divisibility, self.sem_seg_head.ignore_value
                 ).tensor
