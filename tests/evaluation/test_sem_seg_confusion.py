@@ -5,6 +5,7 @@ the Trainer, and the results reach detectron2's metrics.json."""
 
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -53,7 +54,7 @@ def test_numpy_argmax_equals_torch_argmax_including_ties(k, shape, dtype):
 
 def test_nan_logits_raise_on_both_paths_and_name_the_image(tmp_path):
     logits = torch.zeros(3, 70, 5)
-    logits[1, 66, 2] = float("nan")  # in the second band of 64 rows (5 columns wide)
+    logits[1, 66, 2] = float("nan")
     with pytest.raises(FloatingPointError, match="NaN"):
         argmax_channels_numpy(logits.numpy())
     with pytest.raises(FloatingPointError, match="NaN"):
@@ -131,6 +132,62 @@ def test_torch_path_gives_the_same_matrix(tmp_path):
         MetadataCatalog.remove(name)
     assert np.array_equal(mats[0], mats[1])
     assert np.array_equal(mats[1], _direct(logits.float().argmax(0).numpy(), gt, 4, IGNORE))
+
+
+@pytest.mark.parametrize("chunks", [2, 3, 5, 9])
+def test_threaded_argmax_equals_torch_argmax_and_raises_on_nan_in_any_chunk(chunks):
+    """Rows shared over threads (64-row bands of 2048 columns; 300 rows = 5 bands, so 9
+    chunks become 5): the same ids as torch.argmax, ties included; a NaN in the last chunk
+    still raises."""
+    g = torch.Generator().manual_seed(chunks)
+    logits = torch.randn(4, 300, 2048, generator=g)
+    logits[:, ::7] = 0.5  # ties: the first channel wins
+    with ThreadPoolExecutor(2) as pool:
+        pred = argmax_channels_numpy(logits.numpy(), pool=pool, chunks=chunks)
+        assert np.array_equal(pred, logits.argmax(0).numpy())
+        logits[2, 299, 2047] = float("nan")
+        with pytest.raises(FloatingPointError, match="NaN"):
+            argmax_channels_numpy(logits.numpy(), pool=pool, chunks=chunks)
+
+
+def test_evaluator_threads_do_not_change_the_numbers_or_the_errors(tmp_path):
+    """num_threads 1 (serial) and 3 (label read overlapped, argmax chunked) give the same
+    matrix; a missing label file and a size mismatch still raise, naming the file."""
+    name = f"test_conf_{uuid.uuid4().hex[:8]}"
+    MetadataCatalog.get(name).set(stuff_classes=["a", "b", "c"], ignore_label=IGNORE)
+    rng = np.random.default_rng(3)
+    files, logits = [], []
+    for i in range(3):
+        gt = rng.integers(0, 3, size=(200, 2048)).astype(np.uint8)
+        gt[rng.random(gt.shape) < 0.1] = IGNORE
+        files.append(str(tmp_path / f"gt{i}.png"))
+        Image.fromarray(gt).save(files[-1])
+        logits.append(torch.randn(3, 200, 2048))
+    mats = []
+    try:
+        with pytest.raises(ValueError, match="num_threads"):
+            SemSegMetricsEvaluator(name, num_threads=0)
+        for threads in (1, 3):
+            ev = SemSegMetricsEvaluator(name, num_threads=threads, per_case_dice=True)
+            for f, x in zip(files, logits):
+                ev.process([{"sem_seg_file_name": f}], [{"sem_seg": x}])
+            ev.evaluate()
+            mats.append((ev.confusion_matrix, ev.case_dice))
+            with pytest.raises(FileNotFoundError, match="missing.png"):
+                ev.process(
+                    [{"sem_seg_file_name": str(tmp_path / "missing.png")}], [{"sem_seg": logits[0]}]
+                )
+            with pytest.raises(ValueError, match="gt0.png.*original image size"):
+                ev.process([{"sem_seg_file_name": files[0]}], [{"sem_seg": logits[0][:, :100]}])
+    finally:
+        MetadataCatalog.remove(name)
+    assert np.array_equal(mats[0][0], mats[1][0])
+    assert np.array_equal(mats[0][1], mats[1][1], equal_nan=True)
+    expected = sum(
+        _direct(x.argmax(0).numpy(), np.asarray(Image.open(f)), 3, IGNORE)
+        for f, x in zip(files, logits)
+    )
+    assert np.array_equal(mats[1][0], expected)
 
 
 # ----------------------------------------------------------------------------- config
