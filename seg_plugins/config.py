@@ -161,6 +161,16 @@ def add_seg_plugins_config(cfg: CN) -> CN:
     # last checkpoint); N > 0 skips up to N such optimizer steps (logged, counted) first.
     _setdefault(cfg.SOLVER, "SKIP_NONFINITE_STEPS", 0)
 
+    # --- loading checkpoints (seg_plugins.engine.checkpoint.SafeCheckpointer) ---------------
+    # False: .pth files load with torch.load(weights_only=True) and .pkl files with an
+    # unpickler limited to arrays and dicts, so a file cannot run code. True: full pickle,
+    # for files you made or trust (logged as a warning).
+    _setdefault(cfg.MODEL, "WEIGHTS_TRUSTED", False)
+    # Checkpoint tensors whose shape differs from the model's: "outputs" re-initialises
+    # layers with another number of outputs (fine-tuning to new classes) and refuses any
+    # other mismatch; "error" refuses all; "skip" skips all with a log line (detectron2).
+    _setdefault(cfg.MODEL, "WEIGHTS_SHAPE_MISMATCH", "outputs")
+
     # --- solver ---------------------------------------------------------------------------
     _setdefault(cfg.SOLVER, "OPTIMIZER", "SGD")  # "SGD" (detectron2's) or "AdamW"
     _setdefault(cfg.SOLVER, "BETAS", [0.9, 0.999])  # AdamW betas

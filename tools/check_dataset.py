@@ -132,7 +132,7 @@ def main(argv=None) -> int:
         if args.config_file:
             if not os.path.isfile(args.config_file):
                 raise FileNotFoundError(f"config file not found: {args.config_file}")
-            cfg.merge_from_file(args.config_file)
+            cfg.merge_from_file(args.config_file, allow_unsafe=False)
         cfg.merge_from_list(args.opts)
         register_dataset_specs(cfg)
         register_dataset_specs(args.spec)

@@ -49,12 +49,12 @@ import seg_plugins  # noqa: F401  first: repairs detectron2 where needed, regist
 # isort: split
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 from PIL import Image
 
 from seg_plugins.data import SemSegDatasetMapper
+from seg_plugins.engine.checkpoint import SafeCheckpointer
 from seg_plugins.engine.cli import ConfigError, setup_cfg
 from seg_plugins.engine.trainer import model_outputs
 from seg_plugins.evaluation.plots import save_label_png
@@ -174,7 +174,7 @@ def build_predictor(cfg):
         hint = f" (e.g. {final})" if os.path.isfile(final) else ""
         raise ConfigError(f"no weights: pass --opts MODEL.WEIGHTS path/to/model.pth{hint}")
     model = build_model(cfg)
-    checkpointer = DetectionCheckpointer(model)
+    checkpointer = SafeCheckpointer.from_config(cfg, model)  # weights_only unless trusted
     try:
         path = weights
         if not os.path.isfile(path) and "://" in path:  # detectron2://, https://

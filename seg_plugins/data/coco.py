@@ -304,7 +304,7 @@ def _check_layout(data, json_file: str) -> tuple[list[Problem], dict, dict]:
 
 
 # --------------------------------------------------------------------------- one image
-def _polygon_errors(seg: list) -> list[tuple[str, str]]:
+def _polygon_errors(seg: list, height: int, width: int) -> list[tuple[str, str]]:
     if not seg:
         return [
             (
@@ -321,11 +321,11 @@ def _polygon_errors(seg: list) -> list[tuple[str, str]]:
                 "write it as [[x1, y1, x2, y2, ...]]",
             )
         ]
-    errors = ((j, _polygon_error(poly)) for j, poly in enumerate(seg))
+    errors = ((j, _polygon_error(poly, height, width)) for j, poly in enumerate(seg))
     return [("polygon", f"polygon #{j} {msg}") for j, msg in errors if msg]
 
 
-def _polygon_error(poly) -> str | None:
+def _polygon_error(poly, height: int, width: int) -> str | None:
     """What is wrong with one polygon [x1, y1, x2, y2, ...], or None."""
     try:
         xy = np.array(poly, dtype=np.float64) if isinstance(poly, list) else None
@@ -338,7 +338,16 @@ def _polygon_error(poly) -> str | None:
             f"has {xy.size} coordinates; a polygon needs an even number, at least 6 (3 points "
             f"x1, y1, x2, y2, x3, y3); fix or remove it (detectron2 would drop it silently)"
         )
-    x, y = xy[0::2], xy[1::2]  # shoelace: twice the signed area
+    x, y = xy[0::2], xy[1::2]
+    # Points a little outside the image are clipped when rasterised; far outside is a
+    # corrupt value (pycocotools' rasteriser overflows on coordinates such as 2**40).
+    if x.min() < -width or x.max() > 2 * width or y.min() < -height or y.max() > 2 * height:
+        return (
+            f"has points far outside the {width}x{height} image (x in [{x.min():g}, "
+            f"{x.max():g}], y in [{y.min():g}, {y.max():g}]); polygons are in pixels of the "
+            f"image; fix or remove it"
+        )
+    # shoelace: twice the signed area
     twice_area = x[:-1] @ y[1:] - x[1:] @ y[:-1] + x[-1] * y[0] - x[0] * y[-1]
     if abs(twice_area) < 1e-6:
         return "has zero area (its points lie on one line); remove it, or the annotation"
@@ -424,7 +433,9 @@ def _bbox_errors(bbox) -> list[tuple[str, str]]:
     return []
 
 
-def _image_problems(image: dict, anns: list, json_file: str, image_root: str) -> list[Problem]:
+def _image_problems(
+    image: dict, anns: list, json_file: str, image_root: str, masks_expected: bool = False
+) -> list[Problem]:
     path = os.path.join(image_root, image["file_name"])
     where = f"image id {image['id']} of {json_file}"
     problems = []
@@ -441,10 +452,20 @@ def _image_problems(image: dict, anns: list, json_file: str, image_root: str) ->
         if isinstance(seg, dict):
             errors += _rle_errors(seg, int(image["height"]), int(image["width"]))
         elif isinstance(seg, list):
-            errors += _polygon_errors(seg)
+            errors += _polygon_errors(seg, int(image["height"]), int(image["width"]))
         elif seg is not None:
             errors.append(
                 ("annotation", f"segmentation is a {type(seg).__name__}; give polygons or an RLE")
+            )
+        elif masks_expected:
+            # detectron2's mapper looks at the first object only: a later one without a mask
+            # is a KeyError mid-training, an image without any gives Mask R-CNN no gt_masks
+            errors.append(
+                (
+                    "annotation",
+                    "has no segmentation, but other annotations of the file have one; give it "
+                    "its polygons or RLE (Mask R-CNN needs a mask per object), or remove it",
+                )
             )
         problems += [
             Problem(kind, path, f"annotation id {ann['id']} of {where}: {msg}")
@@ -460,8 +481,10 @@ def _check(json_file: str, image_root: str):
         return data, problems, {}, {}, {}
     problems, images, by_image = _check_layout(data, json_file)
     per_image = {}
+    masks = any(a.get("segmentation") is not None for anns in by_image.values() for a in anns)
     for image_id, image in images.items():
-        image_problems = _image_problems(image, by_image.get(image_id, []), json_file, image_root)
+        anns = by_image.get(image_id, [])
+        image_problems = _image_problems(image, anns, json_file, image_root, masks)
         if image_problems:
             per_image[image_id] = image_problems
     return data, problems, per_image, images, by_image

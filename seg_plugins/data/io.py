@@ -21,6 +21,8 @@ model's input channels are ``len(MODEL.PIXEL_MEAN)``; :func:`check_channels` com
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 from detectron2.data import detection_utils
@@ -47,8 +49,15 @@ _FORMAT_CHANNELS = {"L": 1, "RGB": 3, "BGR": 3, "YUV-BT.601": 3}
 # PIL modes that hold one integer per pixel, i.e. a class index.
 _INDEX_MODES = ("1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N")
 # Errors PIL raises on missing, unreadable, truncated or corrupt files (PNG's chunk
-# parser raises SyntaxError on some corrupt headers).
-_READ_ERRORS = (OSError, ValueError, SyntaxError, UnidentifiedImageError)
+# parser raises SyntaxError on some corrupt headers; a corrupt header can also claim more
+# pixels than PIL.Image.MAX_IMAGE_PIXELS: DecompressionBombError, found by the fuzz tests).
+_READ_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    UnidentifiedImageError,
+    Image.DecompressionBombError,
+)
 
 
 def _read_error(path: str, what: str, err: Exception) -> OSError:
@@ -116,7 +125,7 @@ def bits_per_sample(path: str) -> int:
     try:
         with open(path, "rb") as f:
             head = f.read(26)
-        if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+        if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and len(head) > 24:
             return head[24]
         with Image.open(path) as img:
             return _pil_bits(img)
@@ -227,12 +236,25 @@ def _npy_header(path: str) -> tuple[tuple[int, ...], np.dtype]:
                 shape, _, dtype = np.lib.format.read_array_header_1_0(f)
             else:  # 2.0 and 3.0 share the header layout
                 shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            data_start = f.tell()
+            size = os.fstat(f.fileno()).st_size
     except FileNotFoundError as err:
         raise _read_error(path, "image", err) from err
-    except (OSError, ValueError, EOFError) as err:
+    except Exception as err:  # noqa: BLE001
+        # numpy parses the header with ast.literal_eval: a corrupt one raises anything from
+        # ValueError to SyntaxError or tokenize.TokenError (found by the fuzz tests)
         raise OSError(
-            f"cannot read image {path!r}: {err} (is it a .npy array written by np.save?)"
+            f"cannot read image {path!r}: {type(err).__name__}: {err} (is it a .npy array "
+            "written by np.save, and complete?)"
         ) from err
+    # A header claiming more data than the file holds (cut short, or a corrupt shape) is
+    # refused before np.load allocates what the header says.
+    expected = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if not dtype.hasobject and size - data_start < expected:  # (objects: _check_npy says)
+        raise OSError(
+            f"cannot read image {path!r}: its header says {shape} {dtype} ({expected} bytes) "
+            f"but the file holds {size - data_start} after it (truncated?)"
+        )
     return tuple(shape), dtype
 
 

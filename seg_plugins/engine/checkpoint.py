@@ -1,4 +1,23 @@
-"""Checkpoints that survive a kill: detectron2's ``DetectionCheckpointer`` with atomic writes.
+"""Checkpoints that survive a kill and files that are not trusted.
+
+Loading (:class:`SafeCheckpointer`, for every checkpoint the package loads: MODEL.WEIGHTS,
+``--resume``, ``--eval-only``, tools/predict.py):
+
+- ``.pth`` / ``.pyth`` files load with ``torch.load(weights_only=True)`` and detectron2
+  ``.pkl`` model-zoo files with an unpickler that accepts only what those hold (dicts,
+  NumPy arrays and scalars): a file that would run code when unpickled is refused, naming
+  the file and the object, unless MODEL.WEIGHTS_TRUSTED is set (logged as a warning).
+- A missing, truncated or corrupt file, a file of another architecture (none of the model's
+  tensors in it) and shape mismatches raise :class:`CheckpointError` naming the file and
+  the keys. MODEL.WEIGHTS_SHAPE_MISMATCH decides which mismatches are allowed: "outputs"
+  (default) re-initialises layers whose number of outputs differs, e.g. a classifier
+  fine-tuned to new classes, as detectron2 does, and refuses every other mismatch (another
+  architecture's layer would otherwise be skipped with only a log line); "error" refuses
+  all; "skip" is detectron2's behaviour (every mismatch skipped and logged).
+- Resuming (``--resume`` with a ``last_checkpoint``) is strict: the checkpoint was written
+  by this run's model, so any missing, unexpected or mismatched key is an error.
+
+Saving (:class:`AtomicCheckpointer`):
 
 fvcore's ``Checkpointer.save`` streams ``torch.save`` straight into ``<name>.pth`` and then
 rewrites ``last_checkpoint`` in place: a run killed (or out of disk) during either write
@@ -12,22 +31,287 @@ previous checkpoint and ``last_checkpoint`` untouched and says so.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import pickle
 import re
+import zipfile
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from ..utils.file_io import atomic_open, atomic_write_text
 
-__all__ = ["AtomicCheckpointer", "trim_metrics_for_resume"]
+__all__ = [
+    "AtomicCheckpointer",
+    "CheckpointError",
+    "SafeCheckpointer",
+    "SHAPE_MISMATCH_POLICIES",
+    "safe_pickle_load",
+    "trim_metrics_for_resume",
+]
+
+logger = logging.getLogger(__name__)
+
+SHAPE_MISMATCH_POLICIES = ("outputs", "error", "skip")
 
 # atomic_open's temporary files for checkpoints and last_checkpoint
 _STALE = re.compile(r"^\.(.+\.pth|last_checkpoint)\.[^.]+\.tmp$")
 
+# What detectron2 / Detectron / Caffe2 model-zoo pickles hold: dicts (plain or ordered) of
+# NumPy arrays and scalars, strings, numbers. Protocol-2 pickles spell bytes as
+# _codecs.encode(str, "latin1"). Nothing here can run code beyond building those objects.
+_PICKLE_ALLOWED = {
+    ("collections", "OrderedDict"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+}
 
-class AtomicCheckpointer(DetectionCheckpointer):
-    """``DetectionCheckpointer`` whose ``save`` and ``tag_last_checkpoint`` are atomic. On
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot (or must not) be loaded; the message names the file."""
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if module.startswith("numpy.core"):  # NumPy 1.x names; NumPy 2 moved them to _core
+            module = "numpy._core" + module[len("numpy.core") :]
+        if (module, name) not in _PICKLE_ALLOWED:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}")
+        return super().find_class(module, name)
+
+
+def safe_pickle_load(f) -> object:
+    """``pickle.load(f, encoding="latin1")`` (as detectron2 reads its .pkl files) that only
+    builds dicts, lists, strings, numbers and NumPy arrays; anything else (a class, a
+    function such as ``os.system``) raises ``pickle.UnpicklingError`` before it is called."""
+    return _RestrictedUnpickler(f, encoding="latin1").load()
+
+
+def _is_output_count_change(checkpoint_shape, model_shape) -> bool:
+    """Shapes that differ only in their first dimension: a layer with another number of
+    outputs (e.g. classes), the rest of the architecture being the same."""
+    return (
+        len(checkpoint_shape) == len(model_shape) >= 1
+        and tuple(checkpoint_shape[1:]) == tuple(model_shape[1:])
+        and checkpoint_shape[0] != model_shape[0]
+    )
+
+
+def _some(keys, n: int = 8) -> str:
+    keys = list(keys)
+    more = f" and {len(keys) - n} more" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+class SafeCheckpointer(DetectionCheckpointer):
+    """detectron2's ``DetectionCheckpointer`` with safe loading (module docstring).
+
+    Args:
+        model, save_dir, checkpointables: as ``DetectionCheckpointer``.
+        trusted: load with full pickle (MODEL.WEIGHTS_TRUSTED): for files you trust only.
+        shape_mismatch: "outputs", "error" or "skip" (MODEL.WEIGHTS_SHAPE_MISMATCH).
+
+    Example::
+
+        SafeCheckpointer.from_config(cfg, model).load(cfg.MODEL.WEIGHTS)
+    """
+
+    def __init__(
+        self,
+        model,
+        save_dir: str = "",
+        *,
+        trusted: bool = False,
+        shape_mismatch: str = "outputs",
+        **checkpointables,
+    ):
+        super().__init__(model, save_dir, **checkpointables)
+        if shape_mismatch not in SHAPE_MISMATCH_POLICIES:
+            raise ValueError(
+                f"MODEL.WEIGHTS_SHAPE_MISMATCH={shape_mismatch!r}; use one of "
+                f"{list(SHAPE_MISMATCH_POLICIES)}"
+            )
+        self.trusted = bool(trusted)
+        self.shape_mismatch = shape_mismatch
+        self._strict = False
+        self._file = ""
+
+    @classmethod
+    def from_config(cls, cfg, model, save_dir: str = "", **checkpointables):
+        return cls(
+            model,
+            save_dir,
+            trusted=cfg.MODEL.WEIGHTS_TRUSTED,
+            shape_mismatch=cfg.MODEL.WEIGHTS_SHAPE_MISMATCH,
+            **checkpointables,
+        )
+
+    def resume_or_load(self, path: str, *, resume: bool = True):
+        """detectron2's; strict when it resumes from this folder's ``last_checkpoint``."""
+        self._strict = resume and self.has_checkpoint()
+        try:
+            return super().resume_or_load(path, resume=resume)
+        finally:
+            self._strict = False
+
+    def load(self, path: str, checkpointables=None):
+        if path and "://" not in path and not os.path.isfile(path):
+            raise CheckpointError(
+                f"checkpoint {path} not found; check MODEL.WEIGHTS (or the "
+                f"last_checkpoint file of the output folder)"
+            )
+        return super().load(path, checkpointables)
+
+    def _load_file(self, filename: str):
+        self._file = filename
+        if self.trusted:
+            logger.warning(
+                f"MODEL.WEIGHTS_TRUSTED is set: {filename} is loaded with full pickle, which "
+                "runs any code the file contains; only for files you made or trust"
+            )
+        try:
+            if filename.endswith(".pkl"):
+                data = self._load_pkl(filename)
+            elif filename.endswith(".pyth"):  # pycls: detectron2's conversion; its
+                data = super()._load_file(filename)  # torch.load has weights_only=True
+            else:
+                with open(filename, "rb") as f:
+                    data = torch.load(f, map_location="cpu", weights_only=not self.trusted)
+                if not isinstance(data, dict):
+                    raise CheckpointError(
+                        f"checkpoint {filename} holds a {type(data).__name__}, not a dict of "
+                        "tensors (a state_dict or {'model': state_dict, ...})"
+                    )
+                if "model" not in data:
+                    data = {"model": data}
+        except CheckpointError:
+            raise
+        except pickle.UnpicklingError as err:
+            raise self._unpickling_error(filename, err) from None
+        except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as err:
+            raise CheckpointError(
+                f"checkpoint {filename} ({_size(filename)}) is truncated or corrupt: "
+                f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}; "
+                "download it again or use an earlier checkpoint"
+            ) from None
+        if not isinstance(data.get("model"), dict):
+            raise CheckpointError(
+                f"checkpoint {filename}: its 'model' entry is a "
+                f"{type(data.get('model')).__name__}, not a dict of tensors"
+            )
+        return data
+
+    def _load_pkl(self, filename: str) -> dict:
+        """detectron2's .pkl layouts (its model zoo; Caffe2 / Detectron blobs), read with
+        :func:`safe_pickle_load` unless trusted."""
+        with open(filename, "rb") as f:
+            data = pickle.load(f, encoding="latin1") if self.trusted else safe_pickle_load(f)
+        if not isinstance(data, dict):
+            raise CheckpointError(
+                f"checkpoint {filename} holds a {type(data).__name__}, not a dict of arrays"
+            )
+        if "model" in data and "__author__" in data:  # detectron2 model-zoo layout
+            self.logger.info(f"Reading a file from '{data['__author__']}'")
+            return data
+        blobs = data.get("blobs", data)  # detection models keep theirs under "blobs"
+        blobs = {k: v for k, v in blobs.items() if not k.endswith("_momentum")}
+        return {"model": blobs, "__author__": "Caffe2", "matching_heuristics": True}
+
+    def _unpickling_error(self, filename: str, err: Exception) -> CheckpointError:
+        text = str(err)
+        refused = "refers to" in text or "Weights only load failed" in text
+        if not refused:
+            return CheckpointError(
+                f"checkpoint {filename} ({_size(filename)}) is truncated or corrupt: {text}; "
+                "download it again or use an earlier checkpoint"
+            )
+        what = text if "refers to" in text else _weights_only_culprit(text)
+        return CheckpointError(
+            f"checkpoint {filename} contains Python objects other than tensors and arrays "
+            f"({what}); loading it could run code from the file, so it was refused. If you "
+            "made the file or trust its source, set MODEL.WEIGHTS_TRUSTED True; better, save "
+            "only the state_dict: torch.save({'model': model.state_dict()}, path)"
+        )
+
+    def _load_model(self, checkpoint):
+        # BatchNorm's step counter is not a weight (and fvcore never reports it missing)
+        model_keys = {k for k in self.model.state_dict() if not k.endswith("num_batches_tracked")}
+        theirs = list(checkpoint.get("model", {}))  # fvcore pops "model"
+        incompatible = super()._load_model(checkpoint)
+        wrong = [(k, tuple(a), tuple(b)) for k, a, b in incompatible.incorrect_shapes]
+        loaded = model_keys - set(incompatible.missing_keys) - {k for k, _, _ in wrong}
+        name = self._file or "the checkpoint"
+        if model_keys and not loaded:
+            raise CheckpointError(
+                f"{name}: none of the model's {len(model_keys)} tensors is in it (it has "
+                f"{len(theirs)}: {_some(theirs, 5)}); it is a checkpoint of another "
+                "architecture. Check MODEL.WEIGHTS against MODEL.META_ARCHITECTURE and the "
+                "backbone"
+            )
+        shapes = ", ".join(
+            f"{k} {list(a)} in the file vs {list(b)} in the model" for k, a, b in wrong
+        )
+        if self._strict:
+            problems = []
+            if wrong:
+                problems.append(f"shapes differ: {shapes}")
+            if incompatible.missing_keys:
+                problems.append(f"missing: {_some(incompatible.missing_keys)}")
+            if incompatible.unexpected_keys:
+                problems.append(f"not in the model: {_some(incompatible.unexpected_keys)}")
+            if problems:
+                raise CheckpointError(
+                    f"cannot resume from {name}: it does not match the model ("
+                    + "; ".join(problems)
+                    + "). Resume with the config the run was started with, or start a new "
+                    "OUTPUT_DIR"
+                )
+        if self.shape_mismatch == "skip" or not wrong:
+            return incompatible
+        bad = [
+            (k, a, b)
+            for k, a, b in wrong
+            if self.shape_mismatch == "error" or not _is_output_count_change(a, b)
+        ]
+        if bad:
+            listed = ", ".join(
+                f"{k} {list(a)} in the file vs {list(b)} in the model" for k, a, b in bad
+            )
+            raise CheckpointError(
+                f"{name} does not fit the model: {listed}. A different architecture or width "
+                "(compare the config the file was trained with); set "
+                "MODEL.WEIGHTS_SHAPE_MISMATCH to 'skip' to leave these layers initialised"
+                if self.shape_mismatch == "outputs"
+                else f"{name} does not fit the model: {listed} (MODEL.WEIGHTS_SHAPE_MISMATCH "
+                "is 'error'; 'outputs' re-initialises layers whose number of outputs differs)"
+            )
+        self.logger.warning(
+            f"{name}: {len(wrong)} layer(s) have another number of outputs and are left "
+            f"initialised (fine-tuning to new classes?): {shapes}"
+        )
+        return incompatible
+
+
+def _size(path: str) -> str:
+    try:
+        return f"{os.path.getsize(path)} bytes"
+    except OSError:
+        return "unreadable"
+
+
+def _weights_only_culprit(text: str) -> str:
+    """The global named in torch's weights_only refusal, e.g. 'GLOBAL posix.system'."""
+    match = re.search(r"(?i)unsupported global:? (GLOBAL [\w.]+)", text)
+    return match.group(1) if match else text.splitlines()[0]
+
+
+class AtomicCheckpointer(SafeCheckpointer):
+    """:class:`SafeCheckpointer` whose ``save`` and ``tag_last_checkpoint`` are atomic. On
     creation it removes the temporary files of saves that a kill interrupted
     (``.<name>.pth.<random>.tmp`` in its folder)."""
 

@@ -20,7 +20,7 @@ import sys
 from typing import Iterable, List, Optional
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
+import yaml
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.engine import default_argument_parser, default_setup
@@ -30,6 +30,8 @@ from detectron2.utils.logger import setup_logger
 
 from ..config import add_seg_plugins_config
 from ..data.spec import DatasetSpecError, register_dataset_specs
+from .checkpoint import SafeCheckpointer
+from .config_check import check_config
 from .launch import LaunchError, check_launch_args, launch, torchrun_env
 from .trainer import Trainer
 
@@ -70,6 +72,17 @@ def _translate_yacs_error(exc: Exception, cfg: CfgNode, source: str) -> ConfigEr
     return ConfigError(f"invalid config in {source}: {msg}")
 
 
+def _yaml_error(path: str, exc: Exception) -> str:
+    where = getattr(exc, "problem_mark", None)
+    at = f" (line {where.line + 1})" if where is not None else ""
+    if isinstance(exc, yaml.constructor.ConstructorError):
+        return (
+            f"{path}{at}: a YAML tag asks to build a Python object ({exc.problem}); config "
+            "files may hold plain values only, and nothing in them is executed"
+        )
+    return f"{path}{at}: not valid YAML: {getattr(exc, 'problem', None) or exc}"
+
+
 def setup_cfg(args) -> CfgNode:
     """Build the frozen config from ``args``; raises :class:`ConfigError` on user mistakes."""
     cfg = get_cfg()
@@ -78,7 +91,11 @@ def setup_cfg(args) -> CfgNode:
         if not os.path.isfile(args.config_file):
             raise ConfigError(f"config file not found: {args.config_file}")
         try:
-            cfg.merge_from_file(args.config_file)
+            # allow_unsafe=False: detectron2's default (True) falls back to yaml.unsafe_load,
+            # which builds any Python object a "!!python/..." tag names; refused here.
+            cfg.merge_from_file(args.config_file, allow_unsafe=False)
+        except yaml.YAMLError as e:
+            raise ConfigError(_yaml_error(args.config_file, e)) from None
         except (KeyError, ValueError, AssertionError) as e:
             raise _translate_yacs_error(e, cfg, args.config_file) from None
         except FileNotFoundError as e:  # a missing _BASE_
@@ -131,7 +148,7 @@ def _main_worker(args):
         )
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        checkpointer = SafeCheckpointer.from_config(cfg, model, save_dir=cfg.OUTPUT_DIR)
         if not cfg.MODEL.WEIGHTS and not (args.resume and checkpointer.has_checkpoint()):
             logger.warning("--eval-only with no MODEL.WEIGHTS: evaluating an untrained model")
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
@@ -195,6 +212,10 @@ def main(argv: Optional[List[str]] = None):
     args = argument_parser().parse_args(argv)
     try:
         cfg = setup_cfg(args)  # validate once, before any process starts
+        try:  # impossible values / combinations for training and evaluating this config
+            check_config(cfg)  # (not in setup_cfg: tools/predict.py ignores DATASETS)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         backend = "nccl" if cfg.MODEL.DEVICE.startswith("cuda") else "gloo"
         check_launch_args(
             args.num_gpus, args.num_machines, args.machine_rank, args.dist_url, backend

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sys
 import weakref
 from typing import List, Set
 
@@ -38,9 +39,11 @@ from ..evaluation.cityscapes import (
     CityscapesOfficialSemSegEvaluator,
 )
 from ..evaluation.visualizer import SemSegVisualizer
+from ..utils.file_io import AtomicWritesPathManager
 from ..utils.memory import keep_freed_memory
 from .acceleration import InferenceRunner, compile_model, to_channels_last
 from .checkpoint import AtomicCheckpointer, trim_metrics_for_resume
+from .config_check import SEMANTIC_META_ARCHS, check_config
 from .loop import TrainLoop, amp_dtype
 
 __all__ = ["Trainer", "model_outputs"]
@@ -48,7 +51,6 @@ __all__ = ["Trainer", "model_outputs"]
 logger = logging.getLogger(__name__)
 
 # Meta-architectures whose output is {"sem_seg": ...} only.
-SEMANTIC_META_ARCHS = {"SemanticSegmentor", "UNet", "FCN", "DeepLabV3", "DeepLabV3Plus"}
 # evaluator_type values that SemSegMetricsEvaluator serves (ground truth in trainIds).
 SEMANTIC_TYPES = {"sem_seg", "cityscapes_sem_seg"}
 
@@ -70,7 +72,23 @@ def _evaluator_types(dataset_name: str) -> List[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-class _SeenImagesCOCOEvaluator(COCOEvaluator):
+class AtomicCOCOEvaluator(COCOEvaluator):
+    """detectron2's COCOEvaluator whose output files (coco_instances_results.json,
+    instances_predictions.pth) are written atomically: during its ``evaluate`` the
+    ``PathManager`` of detectron2's coco_evaluation module opens files for writing through
+    :func:`seg_plugins.utils.file_io.atomic_open` (a temporary file renamed into place)."""
+
+    def evaluate(self, img_ids=None):
+        module = sys.modules[COCOEvaluator.__module__]
+        real = module.PathManager
+        module.PathManager = AtomicWritesPathManager(real)
+        try:
+            return super().evaluate(img_ids)
+        finally:
+            module.PathManager = real
+
+
+class _SeenImagesCOCOEvaluator(AtomicCOCOEvaluator):
     """COCOEvaluator scored on the images it was given only. Used when bad test images were
     skipped (DATASETS.SKIP_BAD_SAMPLES): COCOEvaluator reads its ground truth from the
     dataset's JSON, where the skipped images' objects would count as missed detections."""
@@ -179,6 +197,7 @@ class Trainer(DefaultTrainer):
 
     def __init__(self, cfg):
         register_dataset_specs(cfg)  # DATASETS.SPECS (a no-op for specs already registered)
+        check_config(cfg)  # impossible values and combinations, before anything is built
         if cfg.SOLVER.CPU_KEEP_FREED_MEMORY and torch.device(cfg.MODEL.DEVICE).type == "cpu":
             keep_freed_memory()
         amp = cfg.SOLVER.AMP.ENABLED
@@ -203,9 +222,10 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         """detectron2's hooks, saving through :class:`AtomicCheckpointer` (a kill or a full
-        disk during a save never leaves a truncated checkpoint or ``last_checkpoint``)."""
-        self.checkpointer = AtomicCheckpointer(
-            self.checkpointer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        disk during a save never leaves a truncated checkpoint or ``last_checkpoint``), which
+        also loads safely (MODEL.WEIGHTS_TRUSTED, MODEL.WEIGHTS_SHAPE_MISMATCH)."""
+        self.checkpointer = AtomicCheckpointer.from_config(
+            self.cfg, self.checkpointer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
         )
         return super().build_hooks()
 
@@ -350,7 +370,7 @@ class Trainer(DefaultTrainer):
         if "coco" in types and "instances" in outputs:
             tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
             skipped = dataset_name in skip_report()  # bad test images were left out
-            coco = _SeenImagesCOCOEvaluator if skipped else COCOEvaluator
+            coco = _SeenImagesCOCOEvaluator if skipped else AtomicCOCOEvaluator
             evaluators.append(coco(dataset_name, tasks=tasks, output_dir=output_folder))
         if "cityscapes_instance" in types and "instances" in outputs and cfg.MODEL.MASK_ON:
             evaluators.append(CityscapesOfficialInstanceEvaluator(dataset_name))

@@ -11,7 +11,7 @@ import tempfile
 from contextlib import contextmanager
 from typing import IO, Iterator
 
-__all__ = ["atomic_open", "atomic_write_text"]
+__all__ = ["AtomicWritesPathManager", "atomic_open", "atomic_write_text"]
 
 
 def _umask() -> int:
@@ -45,3 +45,22 @@ def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
 def atomic_write_text(path: str, text: str) -> None:
     with atomic_open(path, "w") as f:
         f.write(text)
+
+
+class AtomicWritesPathManager:
+    """A stand-in for iopath's ``PathManager`` whose ``open`` in a write mode is
+    :func:`atomic_open`; everything else goes to the real one. detectron2's evaluators write
+    their outputs with ``PathManager.open(path, "w")``; with this in their module's
+    ``PathManager`` (see ``seg_plugins.engine.trainer.AtomicCOCOEvaluator``) a kill mid-write
+    leaves the previous file, not half a JSON."""
+
+    def __init__(self, path_manager):
+        self._path_manager = path_manager
+
+    def open(self, path: str, mode: str = "r", *args, **kwargs):
+        if "w" in mode and "://" not in str(path):
+            return atomic_open(path, mode)
+        return self._path_manager.open(path, mode, *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._path_manager, name)

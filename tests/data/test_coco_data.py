@@ -3,6 +3,7 @@ regions) loaded, mapped, trained on and evaluated with detectron2; every broken 
 annotation named with its file, its id and the fix; bad images skipped on request."""
 
 import copy
+import errno
 import itertools
 import json
 import logging
@@ -138,9 +139,7 @@ def test_detectron2_dataset_mapper_gives_bitmasks(coco, register):
             np.testing.assert_array_equal(mask.numpy(), shape[1])
 
 
-def test_coco_evaluator_scores_ground_truth_as_perfect(coco, register, tmp_path):
-    """Predictions equal to the (non-crowd) ground truth: AP 100 for boxes and masks, so the
-    category ids map back to the JSON's 3 and 7 and the RLE / polygon masks agree."""
+def _evaluate_ground_truth(coco, register, tmp_path):
     name = register(coco["json_file"], coco["image_root"])
     records = DatasetCatalog.get(name)
     evaluator = Trainer.build_evaluator(_cfg(), name, output_folder=str(tmp_path))
@@ -155,10 +154,43 @@ def test_coco_evaluator_scores_ground_truth_as_perfect(coco, register, tmp_path)
         masks = [_decode(o["segmentation"], SIZE, SIZE) for o in objs]
         instances.pred_masks = torch.from_numpy(np.stack(masks))
         evaluator.process([{"image_id": record["image_id"]}], [{"instances": instances}])
-    results = evaluator.evaluate()
+    return evaluator.evaluate()
+
+
+def test_coco_evaluator_scores_ground_truth_as_perfect(coco, register, tmp_path):
+    """Predictions equal to the (non-crowd) ground truth: AP 100 for boxes and masks, so the
+    category ids map back to the JSON's 3 and 7 and the RLE / polygon masks agree."""
+    results = _evaluate_ground_truth(coco, register, tmp_path)
     for task in ("bbox", "segm"):
         assert results[task]["AP"] == pytest.approx(100.0)
         assert results[task]["AP-ellipse"] == pytest.approx(100.0)
+    with open(tmp_path / "coco_instances_results.json") as f:
+        assert len(json.load(f)) == sum(len(v) for v in LAYOUT.values()) - 1  # minus the crowd
+
+
+def test_coco_evaluator_outputs_are_written_atomically(coco, register, tmp_path, monkeypatch):
+    """A failure (here: the disk filling up) while detectron2's COCOEvaluator writes its
+    results JSON leaves the previous file whole and no temporary file behind."""
+    from detectron2.evaluation import coco_evaluation
+
+    (tmp_path / "coco_instances_results.json").write_text('["previous results"]')
+    real_path_manager = coco_evaluation.PathManager
+
+    class FullDisk:
+        @staticmethod
+        def dumps(obj, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(coco_evaluation, "json", FullDisk)
+    with pytest.raises(OSError, match="No space left"):
+        _evaluate_ground_truth(coco, register, tmp_path)
+    assert (tmp_path / "coco_instances_results.json").read_text() == '["previous results"]'
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "coco_instances_results.json",
+        "instances_predictions.pth",
+    ]
+    assert coco_evaluation.PathManager is real_path_manager  # restored after the failure
+    torch.load(tmp_path / "instances_predictions.pth", weights_only=False)  # whole
 
 
 @_READ_ONLY_MASKS

@@ -23,6 +23,7 @@ from detectron2.evaluation import COCOEvaluator
 
 from seg_plugins import add_seg_plugins_config
 from seg_plugins.engine import Trainer, model_outputs
+from seg_plugins.engine.trainer import AtomicCOCOEvaluator
 from seg_plugins.evaluation.cityscapes import CityscapesOfficialInstanceEvaluator
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -139,7 +140,8 @@ def test_build_evaluator_coco(tmp_path, monkeypatch):
 
     _stub(MetadataCatalog.get(name).json_file, empty_coco)
     evaluator = Trainer.build_evaluator(cfg, name)
-    assert type(evaluator) is COCOEvaluator
+    assert type(evaluator) is AtomicCOCOEvaluator  # detectron2's, writing atomically
+    assert isinstance(evaluator, COCOEvaluator)
     assert tuple(evaluator._tasks) == ("bbox", "segm")
 
 

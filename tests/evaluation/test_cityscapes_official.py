@@ -44,6 +44,7 @@ from detectron2.structures import Boxes, Instances
 
 from seg_plugins import add_seg_plugins_config
 from seg_plugins.engine import Trainer
+from seg_plugins.engine.trainer import AtomicCOCOEvaluator
 from seg_plugins.evaluation import SemSegMetricsEvaluator
 from seg_plugins.evaluation.cityscapes import (
     CityscapesOfficialInstanceEvaluator,
@@ -270,7 +271,7 @@ def test_trainer_instance_evaluators_cityscapes_and_coco(cityscapes, in_tmp_path
     cfg = _cfg(tmp_path, "GeneralizedRCNN", "MODEL.MASK_ON", True)
     evaluator = Trainer.build_evaluator(cfg, name)
     kinds = [type(e) for e in evaluator._evaluators]
-    assert kinds == [COCOEvaluator, CityscapesOfficialInstanceEvaluator]
+    assert kinds == [AtomicCOCOEvaluator, CityscapesOfficialInstanceEvaluator]
 
     records = DatasetCatalog.get(name)
     things = MetadataCatalog.get(name).thing_classes
