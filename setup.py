@@ -7,6 +7,8 @@ first). ``tools/setup_env.sh`` installs it; see README.md.
 """
 from setuptools import find_packages, setup
 
+EXPORT = ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"]
+
 setup(
     name="seg_plugins",
     version="0.1.0",
@@ -34,7 +36,10 @@ setup(
         "shapely>=2.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6"],
+        # tools/export_model.py / seg_plugins.export: torch.onnx's exporter (onnxscript)
+        # and onnxruntime to run and verify the exported file.
+        "export": EXPORT,
+        "test": ["pytest>=7", "hypothesis>=6", *EXPORT],
     },
     entry_points={
         "console_scripts": ["seg-plugins-train=seg_plugins.engine.cli:main"],

@@ -22,4 +22,14 @@ from . import data, evaluation, modeling  # noqa: E402,F401
 from .config import add_seg_plugins_config  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["add_seg_plugins_config", "compat", "__version__"]
+__all__ = ["Predictor", "add_seg_plugins_config", "compat", "__version__"]
+
+
+def __getattr__(name: str):
+    # Predictor lives with the engine (detectron2.engine, the Trainer): imported on first
+    # use, so that "import seg_plugins" stays as light as registering the models.
+    if name == "Predictor":
+        from .engine.predictor import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'seg_plugins' has no attribute {name!r}")

@@ -53,6 +53,7 @@ from seg_plugins.engine import Trainer
 from seg_plugins.engine.acceleration import amp_dtype, compile_model, to_channels_last
 from seg_plugins.modeling.convert_torchvision import torchvision_equivalent_cfg
 from seg_plugins.utils.file_io import atomic_write_text
+from seg_plugins.utils.memory import keep_freed_memory
 
 MODELS = {"fcn_r50": "FCN-ResNet50", "deeplabv3_r50": "DeepLabV3-ResNet50", "unet": "U-Net"}
 BENCHMARKS = (*MODELS, "evaluator", "loader", "flops", "options", "scaling")
@@ -92,7 +93,9 @@ compute, same number of classes, same torch threads on both sides.
     vs `PlainUNet` in tools/benchmark.py, the same layers in plain PyTorch (equal parameter
     counts asserted); AdamW, as the config says.
 
-  Target: ours / reference <= 1.05 (training step), <= 1.03 (inference).
+  Target: ours / reference <= 1.05 (training step), <= 1.03 (inference). On the CPU the
+  process keeps freed memory for reuse, as the Trainer does (SOLVER.CPU_KEEP_FREED_MEMORY,
+  default on), for both sides alike.
 - **evaluator**: tools/benchmark_evaluator.py's Cityscapes-sized predictions (19x1024x2048
   float32 logits, ground truth read from PNGs): ms per image of `SemSegMetricsEvaluator` vs
   detectron2's `SemSegEvaluator`, identical numbers asserted; the warm-up repeats are run and
@@ -710,6 +713,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     sizes, device = (TINY if args.tiny else Sizes()), torch.device(args.device)
     torch.manual_seed(0)
+    if device.type == "cpu" and not args.tiny:
+        # The allocator setting the Trainer runs CPU training with (SOLVER.CPU_KEEP_FREED_MEMORY,
+        # on by default), for the whole process, so for both sides of every row: without it
+        # glibc unmaps and page-faults large activations in again every step, a cost that
+        # swings with the host's memory pressure (docs/speed.md, "Scaling").
+        keep_freed_memory()
+        log("CPU: freed memory kept for reuse (SOLVER.CPU_KEEP_FREED_MEMORY), both sides")
     load_start = os.getloadavg()[0]
     count_flops = "flops" in args.only
     peaks = [matmul_peak_gflops(sizes, device)] if count_flops else []

@@ -6,12 +6,15 @@
         --opts MODEL.WEIGHTS output/unet_shapes/model_final.pth
     python tools/predict.py --config-file X.yaml --input a.png 'scans/**/*.tif' \\
         --output out --probabilities --opts MODEL.WEIGHTS model.pth MODEL.DEVICE cuda
+    python tools/predict.py --config-file X.yaml --input imgs --output out \\
+        --onnx exported/model.onnx        # onnxruntime instead of PyTorch
 
 --input takes image files, folders (their image files, not recursive) and quoted glob
-patterns (``**`` recurses), in any mix. Each image is read and mapped exactly as the
-Trainer's test loader does (SemSegDatasetMapper with is_train=False: INPUT.FORMAT, the
-test-time augmentations, none by default) and predicted at its original size. For an
-image ``<stem>.<ext>`` it writes, into --output:
+patterns (``**`` recurses), in any mix. Each image goes through ``seg_plugins.Predictor``:
+read as the Trainer's test loader reads it (INPUT.FORMAT, INPUT.INTENSITY_NORM) and
+predicted at its original size with the config's inference mode (TEST.SEM_SEG: whole,
+sliding windows, TTA). A progress bar runs on stderr. For an image ``<stem>.<ext>`` it
+writes, into --output:
 
     <stem>.png          the class of every pixel: a palette PNG whose pixel values are the
                         class indices (read back with seg_plugins.data.io.read_label) and
@@ -49,13 +52,12 @@ import seg_plugins  # noqa: F401  first: repairs detectron2 where needed, regist
 # isort: split
 import numpy as np
 import torch
-from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 from PIL import Image
+from tqdm import tqdm
 
-from seg_plugins.data import SemSegDatasetMapper
-from seg_plugins.engine.checkpoint import SafeCheckpointer
 from seg_plugins.engine.cli import ConfigError, setup_cfg
+from seg_plugins.engine.predictor import InputReader, Predictor
 from seg_plugins.engine.trainer import model_outputs
 from seg_plugins.evaluation.plots import save_label_png
 from seg_plugins.evaluation.visualizer import (
@@ -65,6 +67,7 @@ from seg_plugins.evaluation.visualizer import (
     read_display_image,
     render_sem_seg,
 )
+from seg_plugins.export import load_exported
 from seg_plugins.utils.file_io import atomic_open
 
 logger = logging.getLogger("seg_plugins.predict")
@@ -92,6 +95,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--probabilities",
         action="store_true",
         help="also write <stem>_prob.npy: float16 (K, H, W) class probabilities",
+    )
+    parser.add_argument(
+        "--onnx",
+        metavar="MODEL.onnx",
+        help="run this exported model (tools/export_model.py) with onnxruntime instead of "
+        "PyTorch; the config still gives INPUT.FORMAT, the classes and their colours",
     )
     parser.add_argument(
         "--opts",
@@ -160,43 +169,43 @@ def output_stems(files, output_dir: str) -> list:
 
 
 # ----------------------------------------------------------------------------- model
-def build_predictor(cfg):
-    """The model in eval mode with MODEL.WEIGHTS loaded; raise ConfigError when the weights
-    are missing or do not fit the configured model."""
-    if "sem_seg" not in model_outputs(cfg):
+def build_predictor(cfg) -> Predictor:
+    """seg_plugins.Predictor of the config's semantic model with MODEL.WEIGHTS; ConfigError
+    when the weights are missing or do not fit the configured model."""
+    if "sem_seg" not in model_outputs(cfg) or "instances" in model_outputs(cfg):
         raise ConfigError(
-            f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE} predicts no semantic "
-            "segmentation; tools/predict.py needs a semantic model (UNet, FCN, DeepLabV3, ...)"
+            f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE} is not a semantic model; "
+            "tools/predict.py needs one (UNet, FCN, DeepLabV3, ...); for Mask R-CNN use "
+            "seg_plugins.Predictor from Python"
         )
     weights = cfg.MODEL.WEIGHTS
     if not weights:
         final = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
         hint = f" (e.g. {final})" if os.path.isfile(final) else ""
         raise ConfigError(f"no weights: pass --opts MODEL.WEIGHTS path/to/model.pth{hint}")
-    model = build_model(cfg)
-    checkpointer = SafeCheckpointer.from_config(cfg, model)  # weights_only unless trusted
     try:
-        path = weights
-        if not os.path.isfile(path) and "://" in path:  # detectron2://, https://
-            path = checkpointer.path_manager.get_local_path(path)
-        if not os.path.isfile(path):
-            raise ConfigError(f"MODEL.WEIGHTS {weights}: no such file")
-        # fvcore's load() only logs missing weights; a prediction from a half-random model
-        # is worse than an error, so load in its two steps and check what it reports.
-        incompatible = checkpointer._load_model(checkpointer._load_file(path))
-    except ConfigError:
-        raise
-    except Exception as e:  # a corrupt file, not a checkpoint, a failed download
+        return Predictor(cfg)
+    except Exception as e:  # a corrupt file, not a checkpoint, a failed download, a misfit
         raise ConfigError(f"cannot load MODEL.WEIGHTS {weights}: {e}") from e
-    missing = list(getattr(incompatible, "missing_keys", []) or [])
-    if missing:
-        raise ConfigError(
-            f"MODEL.WEIGHTS {weights} lacks {len(missing)} parameters of the configured "
-            f"{cfg.MODEL.META_ARCHITECTURE} (e.g. {missing[:3]}); is --config-file the config "
-            "these weights were trained with?"
-        )
-    logger.info("Loaded %s", weights)
-    return model.eval()
+
+
+class OnnxSemSeg:
+    """An exported model (tools/export_model.py) run by onnxruntime, called like
+    seg_plugins.Predictor: path -> {"sem_seg": logits (K, H, W)}."""
+
+    def __init__(self, cfg, path: str):
+        if not os.path.isfile(path):
+            raise ConfigError(f"--onnx {path}: no such file")
+        try:
+            self.run = load_exported(path)
+        except Exception as e:  # not an ONNX file, onnxruntime missing
+            raise ConfigError(f"--onnx {path}: cannot load it: {e}") from e
+        self.reader = InputReader(cfg)
+
+    def __call__(self, path: str) -> dict:
+        image = self.reader(path, name=path).astype(np.float32)
+        logits = self.run(image.transpose(2, 0, 1)[None])[0]
+        return {"sem_seg": torch.from_numpy(logits)}
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -214,40 +223,23 @@ def _save_probabilities(logits: torch.Tensor, path: str) -> None:
         np.save(f, probs.cpu().numpy().astype(np.float16))
 
 
-class Predictor:
-    """Runs the model on one image file and writes its outputs."""
+class OutputWriter:
+    """Writes one image's outputs: palette label PNG, overlay, optional probabilities."""
 
-    def __init__(self, cfg, model, probabilities: bool):
-        self.model = model
-        self.mapper = SemSegDatasetMapper(cfg, is_train=False)
-        self.channels = len(cfg.MODEL.PIXEL_MEAN)
-        self.format = cfg.INPUT.FORMAT
+    def __init__(self, cfg, probabilities: bool):
         self.threshold = cfg.MODEL.SEM_SEG_HEAD.BINARY_THRESHOLD
         self.probabilities = probabilities
         dataset = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None
         self.names, self.colors = dataset_classes(dataset, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
 
-    def load(self, path: str) -> dict:
-        """The model input for one image file; OSError / ValueError naming the file."""
-        inputs = self.mapper({"file_name": path})  # reads, checks, applies test-time augs
-        if inputs["image"].shape[0] != self.channels:
-            raise ValueError(
-                f"{path}: read as {inputs['image'].shape[0]} channel(s) with INPUT.FORMAT "
-                f"{self.format!r}, but the model takes {self.channels} (MODEL.PIXEL_MEAN); "
-                "set INPUT.FORMAT to 'L' for 1 channel, 'RGB' / 'BGR' for 3, 'RAW' for any count"
-            )
-        inputs["display"] = read_display_image(path)
-        return inputs
-
-    def __call__(self, inputs: dict, prefix: str) -> None:
-        display = inputs.pop("display")
-        with torch.no_grad():
-            logits = self.model([inputs])[0]["sem_seg"]
+    def __call__(self, path: str, logits: torch.Tensor, prefix: str) -> None:
         label = predicted_classes(logits, self.threshold).cpu().numpy()
         save_label_png(label, prefix + ".png", self.colors)
         # Small images are enlarged (longer side ~384 px) so that the class names stay legible.
         scale = max(1.0, display_scale(*label.shape))
-        overlay = render_sem_seg(display, label, self.names, self.colors, scale=scale)
+        overlay = render_sem_seg(
+            read_display_image(path), label, self.names, self.colors, scale=scale
+        )
         _save_rgb(overlay, prefix + "_overlay.png")
         if self.probabilities:
             _save_probabilities(logits, prefix + "_prob.npy")
@@ -265,7 +257,7 @@ def main(argv=None) -> int:
     setup_logger(name="seg_plugins")
     try:
         cfg, files, prefixes = _setup(args)
-        model = build_predictor(cfg)
+        predictor = OnnxSemSeg(cfg, args.onnx) if args.onnx else build_predictor(cfg)
     except ConfigError as e:
         print(f"seg_plugins: error: {e}", file=sys.stderr)
         return 2
@@ -274,27 +266,28 @@ def main(argv=None) -> int:
             "CUDA is not available: running on the CPU (%d threads)", torch.get_num_threads()
         )
     os.makedirs(args.output, exist_ok=True)
-    predictor = Predictor(cfg, model, args.probabilities)
+    write = OutputWriter(cfg, args.probabilities)
     start = time.perf_counter()
-    for i, (path, prefix) in enumerate(zip(files, prefixes), start=1):
+    progress = tqdm(total=len(files), unit="image", file=sys.stderr, disable=None)
+    for path, prefix in zip(files, prefixes):
         tic = time.perf_counter()
         try:
-            inputs = predictor.load(path)
+            logits = predictor(path)["sem_seg"]
         except (OSError, ValueError) as e:  # both name the file
+            progress.close()
             print(f"seg_plugins: error: {e}", file=sys.stderr)
             return 1
-        predictor(inputs, prefix)
-        height, width = inputs["height"], inputs["width"]
-        logger.info(
-            "[%d/%d] %s (%dx%d) -> %s.png in %.2f s",
-            i,
-            len(files),
+        write(path, logits, prefix)
+        progress.update()
+        logger.debug(
+            "%s (%dx%d) -> %s.png in %.2f s",
             path,
-            width,
-            height,
+            logits.shape[-1],
+            logits.shape[-2],
             prefix,
             time.perf_counter() - tic,
         )
+    progress.close()
     logger.info(
         "Predicted %d image(s) in %.1f s into %s",
         len(files),

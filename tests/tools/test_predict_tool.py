@@ -1,5 +1,6 @@
 """tools/predict.py end to end, in process, on a tiny randomly initialised U-Net whose
-weights the test writes with DetectionCheckpointer: outputs, input forms, errors."""
+weights the test writes with DetectionCheckpointer: outputs, input forms, errors, the
+progress bar."""
 
 import os
 
@@ -25,8 +26,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 UNET_CFG = os.path.join(REPO, "configs", "shapes", "unet_shapes.yaml")
 TINY = ["MODEL.UNET.BASE_CHANNELS", "4", "MODEL.UNET.DEPTH", "2", "MODEL.DEVICE", "cpu"]
 SIZES = [(40, 52), (33, 47), (64, 64)]  # (H, W); odd sizes: the model pads and crops back
-
-
 
 
 predict = load_tool("predict")
@@ -146,7 +145,7 @@ def test_command_mistakes_exit_2_naming_the_problem(tmp_path, images, weights, c
     assert _run(tmp_path, [str(images / "im0.png"), str(other)], opts=w) == 2
     assert "same name 'im0'" in capsys.readouterr().err
     assert _run(tmp_path, [str(images)], opts=["MODEL.UNET.DEPTH", "3", *w]) == 2
-    assert "is --config-file the config" in capsys.readouterr().err
+    assert "the one these weights were trained with" in capsys.readouterr().err
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     assert _run(tmp_path, [str(images)], opts=["MODEL.WEIGHTS", str(tmp_path / "junk.pth")]) == 2
     assert "cannot load MODEL.WEIGHTS" in capsys.readouterr().err
@@ -157,3 +156,28 @@ def test_unreadable_image_exits_1_naming_it(tmp_path, weights, capsys):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     assert _run(tmp_path / "out", [str(bad)], opts=["MODEL.WEIGHTS", weights]) == 1
     assert "broken.png" in capsys.readouterr().err
+
+
+def test_onnx_model_instead_of_pytorch(tmp_path, images, weights, capsys):
+    """--onnx runs an exported model (tools/export_model.py's format) with onnxruntime:
+    one output set per input, the same classes as the PyTorch run wherever the top two
+    logits are not within float error of each other."""
+    from seg_plugins.export import export_onnx
+
+    cfg, model = _model([*TINY, "MODEL.WEIGHTS", weights])
+    DetectionCheckpointer(model).load(weights)
+    onnx_file = export_onnx(model, str(tmp_path / "model.onnx"), example_size=(32, 32))
+    torch_out, onnx_out = tmp_path / "torch", tmp_path / "onnx"
+    assert _run(torch_out, [str(images)], opts=["MODEL.WEIGHTS", weights]) == 0
+    assert _run(onnx_out, [str(images)], "--onnx", onnx_file, "--probabilities") == 0
+    assert len(os.listdir(onnx_out)) == 3 * len(SIZES)  # label, overlay, probabilities
+    mapper = SemSegDatasetMapper(cfg, is_train=False)
+    for i in range(len(SIZES)):
+        with torch.no_grad():
+            logits = model([mapper({"file_name": str(images / f"im{i}.png")})])[0]["sem_seg"]
+        top2 = logits.topk(2, dim=0).values
+        clear = (top2[0] - top2[1] > 1e-4).numpy()
+        got = read_label(str(onnx_out / f"im{i}.png"))
+        np.testing.assert_array_equal(got[clear], read_label(str(torch_out / f"im{i}.png"))[clear])
+    assert _run(onnx_out, [str(images)], "--onnx", str(tmp_path / "none.onnx")) == 2
+    assert "none.onnx: no such file" in capsys.readouterr().err
