@@ -90,6 +90,21 @@ def test_export_tool_writes_and_verifies_both_formats(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("(ok)") == 4, out  # 2 formats x 2 sizes
     assert sorted(os.listdir(tmp_path / "out")) == ["model.onnx", "model.ts"]
+    panoptic = os.path.join(REPO, "configs", "shapes", "panoptic_fpn_R18_FPN_GN_shapes.yaml")
+    assert tool.main(["--config-file", panoptic, "--output", str(tmp_path / "x")]) == 2
+    assert "not this one" in capsys.readouterr().err
+
+
+def test_mask_rcnn_exports_through_detectron2_tracing(tmp_path, capsys):
+    """Mask R-CNN through the tool: detectron2's TracingAdapter, TorchScript and ONNX
+    (TorchScript-based exporter), dynamic size; every output (boxes, classes, mask logits,
+    scores) agrees with PyTorch at two sizes other than the traced one."""
+    tool = load_tool("export_model")
     mask_rcnn = os.path.join(REPO, "configs", "shapes", "mask_rcnn_R18_FPN_GN_shapes.yaml")
-    assert tool.main(["--config-file", mask_rcnn, "--output", str(tmp_path / "x")]) == 2
-    assert "only the semantic models" in capsys.readouterr().err
+    argv = ["--config-file", mask_rcnn, "--output", str(tmp_path / "out"),
+            "--example-size", "64x64", "--verify-size", "80x48", "96x128",
+            "--opts", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]  # fmt: skip
+    assert tool.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("(ok)") == 4, out
+    assert sorted(os.listdir(tmp_path / "out")) == ["model.onnx", "model.ts"]

@@ -12,6 +12,11 @@ then run (onnxruntime / torch.jit.load) beside the PyTorch model at every --veri
 the largest absolute difference is printed and the tool exits 1 if it exceeds --tolerance
 (1e-4, float32). tools/predict.py --onnx runs an exported ONNX model on images.
 
+Mask R-CNN (GeneralizedRCNN) goes through detectron2's TracingAdapter: its inference before
+postprocessing, input the (C, H, W) float32 image already resized as INPUT.MIN_SIZE_TEST
+says, outputs boxes, classes, 28x28 mask logits, scores and the image size
+(seg_plugins/export.py; docs/export.md).
+
 Without MODEL.WEIGHTS the model is exported with its initial weights (a warning says so).
 Mistakes in the command end with one line on stderr and exit status 2.
 """
@@ -38,7 +43,13 @@ from detectron2.utils.logger import setup_logger
 from seg_plugins.engine.checkpoint import SafeCheckpointer
 from seg_plugins.engine.cli import ConfigError, setup_cfg
 from seg_plugins.engine.trainer import model_outputs
-from seg_plugins.export import export_onnx, export_torchscript, max_abs_difference
+from seg_plugins.export import (
+    export_instance_model,
+    export_onnx,
+    export_torchscript,
+    instance_max_abs_difference,
+    max_abs_difference,
+)
 
 logger = logging.getLogger("seg_plugins.export")
 
@@ -76,11 +87,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build(cfg):
-    if model_outputs(cfg) != {"sem_seg"}:
+    if model_outputs(cfg) != {"sem_seg"} and cfg.MODEL.META_ARCHITECTURE != "GeneralizedRCNN":
         raise ConfigError(
-            f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE}: only the semantic models "
-            "are exported by this tool (detectron2's tracing of Mask R-CNN does not run on "
-            "this stack; see docs/export.md)"
+            f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE}: this tool exports the "
+            "semantic models and Mask R-CNN (GeneralizedRCNN), not this one"
         )
     cfg.defrost()
     cfg.MODEL.DEVICE = "cpu"  # exported and verified on the CPU
@@ -107,13 +117,18 @@ def main(argv=None) -> int:
         return 2
     os.makedirs(args.output, exist_ok=True)
     worst = 0.0
+    instance = "instances" in model_outputs(cfg)
     for fmt in args.format:
         name, export = EXPORTERS[fmt]
         path = os.path.join(args.output, name)
         tic = time.perf_counter()
-        export(model, path, args.example_size)
+        if instance:  # detectron2's TracingAdapter: inference before postprocessing
+            export_instance_model(model, path, fmt, args.example_size)
+        else:
+            export(model, path, args.example_size)
         logger.info("%s: wrote %s in %.1f s", fmt, path, time.perf_counter() - tic)
-        diffs = max_abs_difference(path, model, args.verify_size)
+        verify = instance_max_abs_difference if instance else max_abs_difference
+        diffs = verify(path, model, args.verify_size)
         for (height, width), diff in diffs.items():
             ok = "ok" if diff <= args.tolerance else "TOO LARGE"
             print(f"{fmt}: {height}x{width} max |exported - PyTorch| = {diff:.2e} ({ok})")
