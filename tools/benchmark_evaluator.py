@@ -209,7 +209,9 @@ def main():
         f"mIoU {res['mIoU']:.4f}, fwIoU {res['fwIoU']:.4f}, mACC {res['mACC']:.4f}, "
         f"pACC {res['pACC']:.4f}.",
         "",
-        "Where our time goes (median ms per image, each stage timed apart on one thread; `process` reads the PNG on a worker thread while the argmax runs, its rows split over the torch threads):",
+        "Where our time goes (median ms per image, each stage timed apart on one thread; "
+        "`process` reads the PNG on a worker thread while the argmax runs, its rows split "
+        "over the torch threads):",
         "",
         "| stage | ms |",
         "|---|---|",
