@@ -57,7 +57,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from seg_plugins.engine.cli import ConfigError, setup_cfg
-from seg_plugins.engine.predictor import InputReader, Predictor
+from seg_plugins.engine.predictor import InputReader, Predictor, class_probabilities
 from seg_plugins.engine.trainer import model_outputs
 from seg_plugins.evaluation.plots import save_label_png
 from seg_plugins.evaluation.visualizer import (
@@ -215,10 +215,7 @@ def _save_rgb(array: np.ndarray, path: str) -> None:
 
 
 def _save_probabilities(logits: torch.Tensor, path: str) -> None:
-    if logits.shape[0] == 1:
-        probs = logits.float().sigmoid()
-    else:
-        probs = logits.float().softmax(dim=0)
+    probs = class_probabilities(logits)
     with atomic_open(path, "wb") as f:
         np.save(f, probs.cpu().numpy().astype(np.float16))
 

@@ -253,9 +253,7 @@ class SafeCheckpointer(DetectionCheckpointer):
                 "architecture. Check MODEL.WEIGHTS against MODEL.META_ARCHITECTURE and the "
                 "backbone"
             )
-        shapes = ", ".join(
-            f"{k} {list(a)} in the file vs {list(b)} in the model" for k, a, b in wrong
-        )
+        shapes = _shape_list(wrong)
         if self._strict:
             problems = []
             if wrong:
@@ -279,9 +277,7 @@ class SafeCheckpointer(DetectionCheckpointer):
             if self.shape_mismatch == "error" or not _is_output_count_change(a, b)
         ]
         if bad:
-            listed = ", ".join(
-                f"{k} {list(a)} in the file vs {list(b)} in the model" for k, a, b in bad
-            )
+            listed = _shape_list(bad)
             raise CheckpointError(
                 f"{name} does not fit the model: {listed}. A different architecture or width "
                 "(compare the config the file was trained with); set "
@@ -295,6 +291,12 @@ class SafeCheckpointer(DetectionCheckpointer):
             f"initialised (fine-tuning to new classes?): {shapes}"
         )
         return incompatible
+
+
+def _shape_list(mismatches) -> str:
+    return ", ".join(
+        f"{k} {list(a)} in the file vs {list(b)} in the model" for k, a, b in mismatches
+    )
 
 
 def _size(path: str) -> str:

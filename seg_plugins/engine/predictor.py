@@ -50,11 +50,18 @@ from .checkpoint import CheckpointError, SafeCheckpointer
 from .loop import amp_dtype
 from .trainer import model_outputs
 
-__all__ = ["InputReader", "Predictor"]
+__all__ = ["InputReader", "Predictor", "class_probabilities"]
 
 logger = logging.getLogger(__name__)
 
 _ARRAY_FORMATS = ("BGR", "RGB")
+
+
+def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the K channels of logits (K, H, W); a binary model's one channel: the
+    foreground probability sigmoid(logit), shape (1, H, W)."""
+    logits = logits.float()
+    return logits.sigmoid() if logits.shape[0] == 1 else logits.softmax(dim=0)
 
 
 class InputReader:
@@ -218,8 +225,7 @@ class Predictor:
             result["sem_seg"] = logits
             result["classes"] = predicted_classes(logits, self.binary_threshold).cpu().numpy()
             if probabilities:
-                probs = logits.sigmoid() if logits.shape[0] == 1 else logits.softmax(dim=0)
-                result["probabilities"] = probs.cpu().numpy()
+                result["probabilities"] = class_probabilities(logits).cpu().numpy()
         if "instances" in output:
             result["instances"] = output["instances"].to("cpu")
         if "panoptic_seg" in output:
