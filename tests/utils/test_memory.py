@@ -36,7 +36,11 @@ def test_kept_memory_is_not_faulted_in_again():
     assert applied
     _, default = _faults("default")
     assert default > 0.9 * PAGES  # glibc munmaps the 64 MiB block and faults it in again
-    assert kept < 0.2 * PAGES  # reused from the heap (measured: one block, once)
+    # Reused from the heap: measured 1 or 2 of the 10 blocks faulted in (5 runs), against
+    # all 10 by default. The second block: this host runs DAMON proactive reclaim
+    # (/sys/kernel/mm/damon), which can page out the idle freed heap between allocations;
+    # the bound was "< 2 blocks" until a CI run hit exactly 2.
+    assert kept <= 0.2 * PAGES
 
 
 def test_keep_freed_memory_is_idempotent():
