@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench-demo clean-demo
+.PHONY: setup demo test bench-demo clean-demo setup-d2main test-d2main
 
 setup:
 	@SEG_PLUGINS_VENV=$(abspath $(VENV)) bash tools/setup_env.sh
@@ -24,3 +24,16 @@ bench-demo: setup
 
 clean-demo:
 	rm -rf output/unet_shapes
+
+# The second CI leg: the same suite on official detectron2 main, built from source with its
+# C++ ops in a venv of its own (.venv-d2main), from the snapshot in ../shared (or any
+# detectron2 checkout / .tar.gz given as D2_MAIN_SOURCE=...).
+D2_MAIN_VENV ?= .venv-d2main
+D2_MAIN_SOURCE ?= $(lastword $(sort $(wildcard ../shared/detectron2-main-*.tar.gz)))
+
+setup-d2main:
+	@test -n "$(D2_MAIN_SOURCE)" || { echo "no detectron2 main source: set D2_MAIN_SOURCE=path (checkout or .tar.gz)"; exit 2; }
+	@SEG_PLUGINS_VENV=$(abspath $(D2_MAIN_VENV)) SEG_PLUGINS_D2_SOURCE=$(abspath $(D2_MAIN_SOURCE)) bash tools/setup_env.sh
+
+test-d2main: setup-d2main
+	$(D2_MAIN_VENV)/bin/python -m pytest tests $(PYTEST_ARGS)

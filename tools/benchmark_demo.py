@@ -47,7 +47,7 @@ def run_once() -> dict:
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
         raise SystemExit(f"make demo failed with status {proc.returncode}")
-    report = os.path.join(OUTPUT_DIR, "inference", "shapes_val", "sem_seg_evaluation.json")
+    report = os.path.join(OUTPUT_DIR, "inference", "shapes_sem_seg_val", "sem_seg_evaluation.json")
     with open(report) as f:
         miou = json.load(f)["metrics"]["mIoU"]
     with open(os.path.join(OUTPUT_DIR, "metrics.json")) as f:

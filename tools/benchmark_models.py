@@ -68,7 +68,7 @@ def train(name: str, config: str) -> dict:
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-3000:])
         return {"wall_s": wall, "miou": float("nan"), "error": f"exit {proc.returncode}"}
-    dataset = "shapes_val"
+    dataset = "shapes_sem_seg_val"
     with open(os.path.join(out, "inference", dataset, "sem_seg_evaluation.json")) as f:
         miou = json.load(f)["metrics"]["mIoU"]
     return {"wall_s": wall, "miou": miou}

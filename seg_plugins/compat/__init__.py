@@ -1,8 +1,10 @@
-"""Makes the detectron2 v0.6 sources run on today's stack (torch 2.x, numpy 2, Pillow >= 10,
-setuptools >= 81, Python 3.11), and on installs that lack the compiled ``detectron2._C``.
+"""Makes detectron2 run on today's stack (torch 2.x, numpy 2, Pillow >= 10, setuptools >=
+81, Python 3.11): the v0.6 sources, installs that lack the compiled ``detectron2._C``, and
+official main built from source.
 
-Why this exists: the only detectron2 installable here is the v0.6 source release, built
-without its C++ extension (see README "Installation" and DESIGN.md). Each repair below
+Why this exists: on these machines detectron2 is either the v0.6 source release, built
+without its C++ extension, or official main built from source (see README "Installation"
+and DESIGN.md); each has bugs that users hit. Each repair below
 
 - detects its own breakage and applies only then (on a complete, current detectron2 every
   detector is False and nothing is touched),
@@ -18,6 +20,8 @@ package stays cheap and does not import those modules itself.
 
 from __future__ import annotations
 
+import importlib
+import importlib.abc
 import importlib.util
 import json
 import logging
@@ -29,7 +33,14 @@ from typing import Callable, Dict, List
 
 from ._import_hooks import before_import, when_imported
 
-__all__ = ["apply", "applied_repairs", "has_compiled_ops"]
+__all__ = [
+    "apply",
+    "applied_repairs",
+    "cityscapes_metadata",
+    "has_compiled_ops",
+    "replace_run_loop",
+    "run_loop",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +65,30 @@ def has_compiled_ops() -> bool:
     if mod is not None:
         return not getattr(mod, "IS_FALLBACK", False)
     return importlib.util.find_spec("detectron2._C") is not None
+
+
+def cityscapes_metadata() -> Dict[str, list]:
+    """detectron2's builtin Cityscapes metadata (``thing_classes``, ``thing_colors``,
+    ``stuff_classes``, ``stuff_colors``; trainId order), as its own Cityscapes datasets
+    carry it. detectron2 exposes it only through the private ``_get_builtin_metadata``
+    (same contract on v0.6 and main; tested against cityscapesscripts' label table in
+    tests/compat/test_official_main_repairs.py), so the private name stays here."""
+    from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
+
+    return _get_builtin_metadata("cityscapes")
+
+
+def run_loop(trainer):
+    """The ``SimpleTrainer`` (or subclass) that a ``DefaultTrainer`` runs its steps with.
+
+    detectron2 keeps it in the private attribute ``_trainer`` (same on v0.6 and main;
+    tested on both in tests/compat/test_official_main_repairs.py), so the name stays here."""
+    return trainer._trainer
+
+
+def replace_run_loop(trainer, loop) -> None:
+    """Make ``trainer`` (a ``DefaultTrainer``) run its steps with ``loop``."""
+    trainer._trainer = loop
 
 
 # --------------------------------------------------------------------------- _C extension
@@ -270,6 +305,12 @@ def _repair_export_without_caffe2() -> None:
     counting). A stand-in ``api`` keeps the Caffe2-only names, each raising a clear error."""
     if importlib.util.find_spec("caffe2") is not None:
         return
+    spec = importlib.util.find_spec("detectron2.export")
+    if spec is None or spec.origin is None:
+        return
+    with open(spec.origin, encoding="utf-8") as f:
+        if not re.search(r"^from \.api import", f.read(), re.MULTILINE):
+            return  # official main imports api only when caffe2 imports (inside try/else)
 
     def unavailable(name):
         def fail(*args, **kwargs):
@@ -470,6 +511,125 @@ def _repair_ddp_on_cpu() -> None:
     when_imported("detectron2.engine.defaults", patch)
 
 
+# --------------------------------------------------------------------------- official main
+_DEFORM_CPU_MESSAGE = "not supported on CPUs"
+
+
+def _repair_deform_conv_on_cpu() -> None:
+    """A detectron2 built with its ``_C`` (official main, or v0.6 built from git) runs
+    deformable convolution through its own CUDA kernels only: on CPU tensors its backward
+    (and the modulated forward) raise "Deformable Conv is not supported on CPUs!". CPU
+    tensors now go through ``torchvision.ops.deform_conv2d`` (forward and backward, any
+    groups); CUDA tensors keep detectron2's kernel. Without ``_C`` the missing-extension
+    repair routes every device to torchvision already."""
+    if not has_compiled_ops():
+        return
+    spec = importlib.util.find_spec("detectron2.layers.deform_conv")
+    if spec is None or spec.origin is None:
+        return
+    with open(spec.origin, encoding="utf-8") as f:
+        if _DEFORM_CPU_MESSAGE not in f.read():
+            return  # a detectron2 whose kernels run on CPU itself
+
+    import functools
+
+    from . import ops
+
+    def on_cpu_via_torchvision(original, replacement):
+        @functools.wraps(original)
+        def dispatch(input, *args, **kwargs):
+            if input.is_cuda:
+                return original(input, *args, **kwargs)
+            return replacement(input, *args, **kwargs)
+
+        dispatch._seg_plugins_repaired = True
+        return dispatch
+
+    def patch(mod):
+        if getattr(mod.deform_conv, "_seg_plugins_repaired", False):
+            return
+        # DeformConv / ModulatedDeformConv.forward look these module globals up per call
+        mod.deform_conv = on_cpu_via_torchvision(mod.deform_conv, ops.deform_conv)
+        mod.modulated_deform_conv = on_cpu_via_torchvision(
+            mod.modulated_deform_conv, ops.modulated_deform_conv
+        )
+        _record(
+            "deform_conv_cpu",
+            "DeformConv/ModulatedDeformConv on CPU tensors -> torchvision.ops.deform_conv2d "
+            "(CUDA tensors keep detectron2's kernel)",
+        )
+
+    when_imported("detectron2.layers.deform_conv", patch)
+
+
+_CITYSCAPES_INTERNAL = "deeplearning.projects.cityscapesApi.cityscapesscripts"
+
+
+class _AliasLoader(importlib.abc.Loader):
+    """Loads a module name as another, already importable module (the same object)."""
+
+    def __init__(self, target: str):
+        self.target = target
+        self._spec = None
+
+    def create_module(self, spec):
+        module = importlib.import_module(self.target)
+        self._spec = module.__spec__
+        return module
+
+    def exec_module(self, module):
+        # the target has executed already; the import system has just set its __spec__ to
+        # the alias': give it back its own (its __name__, __file__ and __path__ are kept)
+        module.__spec__ = self._spec
+
+
+class _CityscapesInternalPathFinder(importlib.abc.MetaPathFinder):
+    """Resolves ``deeplearning.projects.cityscapesApi.cityscapesscripts[.X]`` (a module path
+    internal to Meta that official detectron2 main imports) to the public
+    ``cityscapesscripts[.X]``; its parent packages are empty stand-ins. Installed only where
+    no ``deeplearning`` package exists, first in ``sys.meta_path``: the path finder would
+    otherwise load the scripts a second time, as other module objects, through the aliased
+    package's ``__path__``."""
+
+    PARENTS = ("deeplearning", "deeplearning.projects", "deeplearning.projects.cityscapesApi")
+
+    def find_spec(self, fullname, path, target=None):
+        import importlib.machinery
+
+        if fullname in self.PARENTS:
+            spec = importlib.machinery.ModuleSpec(fullname, None, is_package=True)
+            spec.submodule_search_locations = []
+            return spec
+        if fullname == _CITYSCAPES_INTERNAL or fullname.startswith(_CITYSCAPES_INTERNAL + "."):
+            public = "cityscapesscripts" + fullname[len(_CITYSCAPES_INTERNAL):]
+            if importlib.util.find_spec(public.split(".")[0]) is None:
+                return None  # the usual ModuleNotFoundError; the evaluators name the package
+            return importlib.util.spec_from_loader(fullname, _AliasLoader(public))
+        return None
+
+
+def _repair_cityscapes_internal_import() -> None:
+    """Since Dec 2024 detectron2's Cityscapes evaluators import the official evaluation
+    scripts from ``deeplearning.projects.cityscapesApi.cityscapesscripts``, a path that
+    exists only inside Meta: on official main both ``CityscapesSemSegEvaluator`` and
+    ``CityscapesInstanceEvaluator`` fail with ModuleNotFoundError. That path now resolves to
+    the public ``cityscapesscripts`` package (the same module objects)."""
+    spec = importlib.util.find_spec("detectron2.evaluation.cityscapes_evaluation")
+    if spec is None or spec.origin is None:
+        return
+    with open(spec.origin, encoding="utf-8") as f:
+        if _CITYSCAPES_INTERNAL not in f.read():
+            return
+    if importlib.util.find_spec("deeplearning") is not None:
+        return  # inside Meta, where the path is real
+    if not any(isinstance(f, _CityscapesInternalPathFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _CityscapesInternalPathFinder())
+    _record(
+        "cityscapes_internal_import",
+        f"{_CITYSCAPES_INTERNAL}.* -> the public cityscapesscripts package",
+    )
+
+
 _REPAIRS: List[Callable[[], None]] = [
     _repair_importlib_abc,
     _repair_pillow_linear,
@@ -481,6 +641,8 @@ _REPAIRS: List[Callable[[], None]] = [
     _repair_cityscapes_json,
     _repair_map_dataset_fallback,
     _repair_ddp_on_cpu,
+    _repair_deform_conv_on_cpu,
+    _repair_cityscapes_internal_import,
 ]
 
 

@@ -38,11 +38,12 @@ import os
 import shlex
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 from detectron2.data.datasets.cityscapes import (
     load_cityscapes_instances,
     load_cityscapes_semantic,
 )
+
+from .. import compat
 
 __all__ = ["register_cityscapes"]
 
@@ -217,7 +218,7 @@ def register_cityscapes(root, *, prefix: str, splits=("train", "val")) -> list[s
             "image_dir": os.path.join(root, "leftImg8bit", split),
             "gt_dir": os.path.join(root, "gtFine", split),
             "evaluator_type": "cityscapes_sem_seg" if semantic else "cityscapes_instance",
-            **_get_builtin_metadata("cityscapes"),
+            **compat.cityscapes_metadata(),
         }
         if semantic:
             meta["ignore_label"] = IGNORE_LABEL

@@ -21,11 +21,15 @@ under ``<root>/shapes`` (default parameters) or ``<root>/shapes_<tag>``::
 
 Example::
 
-    import seg_plugins  # registers shapes_train / shapes_val
+    import seg_plugins  # registers shapes_{,sem_seg_,instance_}{train,val}
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     dicts = DatasetCatalog.get("shapes_val")  # generates datasets/shapes/val on first use
-    MetadataCatalog.get("shapes_val").stuff_classes  # ['background', 'circle', ...]
+    MetadataCatalog.get("shapes_sem_seg_val").stuff_classes  # ['background', 'circle', ...]
+
+Names: ``shapes_sem_seg_{train,val}`` (semantic labels, evaluator_type "sem_seg"),
+``shapes_instance_{train,val}`` (COCO instances, "coco") and ``shapes_{train,val}`` (both),
+see :func:`register_shapes`.
 """
 
 from __future__ import annotations
@@ -385,7 +389,6 @@ def _metadata(dataset_dir: str, split: str, params: dict) -> dict[str, object]:
         "thing_colors": [list(c) for c in STUFF_COLORS[1:]],
         "thing_dataset_id_to_contiguous_id": {i + 1: i for i in range(len(THING_CLASSES))},
         "ignore_label": IGNORE_LABEL,
-        "evaluator_type": ["sem_seg", "coco"],  # both kinds of annotation exist
         "json_file": os.path.join(dataset_dir, "annotations", f"instances_{split}.json"),
         "image_root": os.path.join(dataset_dir, split, "images"),
         "sem_seg_root": os.path.join(dataset_dir, split, "sem_seg"),
@@ -398,6 +401,26 @@ def _default_root() -> str:
     return os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
 
 
+# The views registered per split, as detectron2 registers Cityscapes: one name per task,
+# each with one evaluator_type (a string), because detectron2's stock tools/train_net.py
+# compares evaluator_type with strings; plus the combined name (both annotations, a list
+# of evaluator types) for models that learn both, e.g. Panoptic FPN. view -> (name infix,
+# evaluator_type, record key dropped from that view).
+_VIEWS = {
+    "all": ("", ["sem_seg", "coco"], None),
+    "sem_seg": ("_sem_seg", "sem_seg", "annotations"),
+    "instance": ("_instance", "coco", "sem_seg_file_name"),
+}
+
+
+def _load_view(drop: str | None, *args) -> list[dict]:
+    dicts = load_shapes(*args)
+    if drop is not None:
+        for record in dicts:
+            record.pop(drop, None)
+    return dicts
+
+
 def register_shapes(
     name_prefix: str = "shapes",
     root: str | None = None,
@@ -406,41 +429,50 @@ def register_shapes(
     image_size: int = 128,
     seed: int = 0,
 ) -> list[str]:
-    """Register ``{name_prefix}_train`` and ``{name_prefix}_val``; generates nothing.
+    """Register the embedded dataset under three views of each split; generates nothing.
 
-    The files are generated on the first ``DatasetCatalog.get``. Default parameters use
-    ``<root>/shapes``; others ``<root>/shapes_<size>px_<train>-<val>_seed<seed>`` so that
-    two configurations never overwrite each other. ``root`` defaults to
+    - ``{name_prefix}_sem_seg_{split}``: semantic labels only, ``evaluator_type`` "sem_seg";
+    - ``{name_prefix}_instance_{split}``: instance annotations only, "coco";
+    - ``{name_prefix}_{split}``: both, ``evaluator_type`` ["sem_seg", "coco"] (Panoptic FPN,
+      and seg_plugins' Trainer, which evaluates what the model predicts).
+
+    All three read the same files, generated on the first ``DatasetCatalog.get``. Default
+    parameters use ``<root>/shapes``; others ``<root>/shapes_<size>px_<train>-<val>_seed<seed>``
+    so that two configurations never overwrite each other. ``root`` defaults to
     ``$DETECTRON2_DATASETS`` or ``datasets``. Registering a name again with the same
     parameters does nothing; with other parameters it raises ValueError.
 
     Returns:
-        The registered dataset names.
+        The registered dataset names: ``[{p}_train, {p}_val, {p}_sem_seg_train,
+        {p}_sem_seg_val, {p}_instance_train, {p}_instance_val]``.
     """
     root = _default_root() if root is None else os.path.expanduser(str(root))
     args = {"num_train": num_train, "num_val": num_val, "image_size": image_size, "seed": seed}
     tag = "" if args == _DEFAULTS else f"{image_size}px_{num_train}-{num_val}_seed{seed}"
     names = []
-    for split, num_images in (("train", num_train), ("val", num_val)):
-        _check_params(split, num_images, image_size, seed)
-        name = f"{name_prefix}_{split}"
-        params = {
-            "root": root,
-            "tag": tag,
-            "split": split,
-            "num_images": num_images,
-            "image_size": image_size,
-            "seed": seed,
-        }
-        if _already_registered(name, params):
+    for infix, evaluator_type, drop in _VIEWS.values():
+        for split, num_images in (("train", num_train), ("val", num_val)):
+            _check_params(split, num_images, image_size, seed)
+            name = f"{name_prefix}{infix}_{split}"
+            params = {
+                "root": root,
+                "tag": tag,
+                "split": split,
+                "num_images": num_images,
+                "image_size": image_size,
+                "seed": seed,
+            }
+            if _already_registered(name, params):
+                names.append(name)
+                continue
+            loader = functools.partial(
+                _load_view, drop, root, split, num_images, image_size, seed, tag, name
+            )
+            DatasetCatalog.register(name, loader)
+            metadata = _metadata(_dataset_dir(root, tag), split, params)
+            metadata["evaluator_type"] = evaluator_type
+            MetadataCatalog.get(name).set(**metadata)
             names.append(name)
-            continue
-        loader = functools.partial(
-            load_shapes, root, split, num_images, image_size, seed, tag, name
-        )
-        DatasetCatalog.register(name, loader)
-        MetadataCatalog.get(name).set(**_metadata(_dataset_dir(root, tag), split, params))
-        names.append(name)
     return names
 
 

@@ -140,6 +140,9 @@ class SafeCheckpointer(DetectionCheckpointer):
         self.shape_mismatch = shape_mismatch
         self._strict = False
         self._file = ""
+        # what the last load() left out: fvcore's _IncompatibleKeys (missing_keys,
+        # unexpected_keys, incorrect_shapes), or None before any load
+        self.last_incompatible = None
 
     @classmethod
     def from_config(cls, cfg, model, save_dir: str = "", **checkpointables):
@@ -243,6 +246,7 @@ class SafeCheckpointer(DetectionCheckpointer):
         model_keys = {k for k in self.model.state_dict() if not k.endswith("num_batches_tracked")}
         theirs = list(checkpoint.get("model", {}))  # fvcore pops "model"
         incompatible = super()._load_model(checkpoint)
+        self.last_incompatible = incompatible
         wrong = [(k, tuple(a), tuple(b)) for k, a, b in incompatible.incorrect_shapes]
         loaded = model_keys - set(incompatible.missing_keys) - {k for k, _, _ in wrong}
         name = self._file or "the checkpoint"

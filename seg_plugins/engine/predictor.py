@@ -197,8 +197,8 @@ class Predictor:
             path = checkpointer.path_manager.get_local_path(path)
         if not os.path.isfile(path):
             raise CheckpointError(f"weights {weights} not found (MODEL.WEIGHTS)")
-        incompatible = checkpointer._load_model(checkpointer._load_file(path))
-        missing = list(getattr(incompatible, "missing_keys", []) or [])
+        checkpointer.load(path, checkpointables=[])  # the model only, no trainer state
+        missing = list(checkpointer.last_incompatible.missing_keys)
         if missing:
             raise CheckpointError(
                 f"weights {weights} lack {len(missing)} parameters of the configured "

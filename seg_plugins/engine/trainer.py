@@ -28,6 +28,7 @@ from detectron2.solver.lr_scheduler import WarmupParamScheduler
 from detectron2.utils import comm
 from fvcore.common.param_scheduler import PolynomialDecayParamScheduler
 
+from .. import compat
 from ..data import SemSegDatasetMapper
 from ..data.build import checked_dataset_dicts, skip_report, write_skip_report_for
 from ..data.resumable import ResumableTrainLoader
@@ -208,12 +209,17 @@ class Trainer(DefaultTrainer):
         super().__init__(cfg)
         if amp:
             self.cfg = _with_amp(self.cfg, True)
-        self._trainer = TrainLoop.taking_over(
-            self._trainer,
+        compat.replace_run_loop(self, TrainLoop.taking_over(
+            compat.run_loop(self),
             precision=cfg.SOLVER.AMP.PRECISION if amp else None,
             max_skipped_steps=cfg.SOLVER.SKIP_NONFINITE_STEPS,
             last_checkpoint=self._last_checkpoint_path,
-        )
+        ))
+
+    @property
+    def run_loop(self) -> TrainLoop:
+        """The :class:`TrainLoop` that runs each step (DefaultTrainer delegates to it)."""
+        return compat.run_loop(self)
 
     def _last_checkpoint_path(self) -> str:
         if not self.checkpointer.has_checkpoint():
@@ -241,7 +247,7 @@ class Trainer(DefaultTrainer):
                     f"{metrics}: removed {removed} line(s) logged after the checkpoint "
                     f"(iteration >= {self.start_iter}, or cut short by the kill)"
                 )
-        loader = self._trainer.data_loader
+        loader = self.run_loop.data_loader
         if isinstance(loader, ResumableTrainLoader):
             loader.start_iter = self.start_iter
 
@@ -251,14 +257,15 @@ class Trainer(DefaultTrainer):
         and anything else drawn in the main process) and the training data's seed, so that a
         resumed run continues exactly as the uninterrupted one (DATALOADER.RESUMABLE)."""
         state = super().state_dict()
-        # This detectron2's DefaultTrainer saves neither the optimizer (its SimpleTrainer's
+        # detectron2 v0.6's DefaultTrainer saves neither the optimizer (its SimpleTrainer's
         # state) nor a scheduler that is not a private ``_LRScheduler`` subclass (its
         # LRScheduler hook skips those): a resume restarted AdamW's moments / SGD's momentum.
-        state["_trainer"] = self._trainer.state_dict()
+        # Official main saves the run loop's state under this same key (the same value).
+        state["_trainer"] = self.run_loop.state_dict()
         if hasattr(self.scheduler, "state_dict"):
             state["lr_scheduler"] = self.scheduler.state_dict()
         state["rng"] = _rng_state()
-        loader = self._trainer.data_loader
+        loader = self.run_loop.data_loader
         if isinstance(loader, ResumableTrainLoader):
             state["data_seed"] = loader.seed
         return state
@@ -266,12 +273,12 @@ class Trainer(DefaultTrainer):
     def load_state_dict(self, state):
         super().load_state_dict(state)
         if "_trainer" in state:
-            self._trainer.load_state_dict(state["_trainer"])
+            self.run_loop.load_state_dict(state["_trainer"])
         if "lr_scheduler" in state:
             self.scheduler.load_state_dict(state["lr_scheduler"])
         if "rng" in state:
             _set_rng_state(state["rng"])
-        loader = self._trainer.data_loader
+        loader = self.run_loop.data_loader
         if "data_seed" in state and isinstance(loader, ResumableTrainLoader):
             loader.seed = int(state["data_seed"])
 

@@ -35,11 +35,32 @@ __all__ = [
     "ABSENT_CLASS_CONVENTIONS",
     "case_dice",
     "check_absent_classes",
+    "detectron2_convention",
     "mean_case_dice",
     "metrics_from_confusion",
 ]
 
 ABSENT_CLASS_CONVENTIONS = ("mmseg", "detectron2_v0.6", "detectron2_main")
+
+
+# Boundary IoU, reported by detectron2 main's SemSegEvaluator (not by v0.6, not by ours)
+DETECTRON2_BOUNDARY_KEYS = ("BoundaryIoU-", "min(IoU, B-Iou)-")
+
+
+def detectron2_convention() -> str:
+    """The absent-class convention of the installed detectron2's ``SemSegEvaluator``:
+    "detectron2_main" where a class counts in mIoU only if it is in the ground truth
+    (``iou_valid = np.logical_and(acc_valid, ...)``, detectron2 since 2022-07), else
+    "detectron2_v0.6". Pass it as ``absent_classes`` to get detectron2's numbers exactly."""
+    import inspect
+    import re
+
+    from detectron2.evaluation import SemSegEvaluator
+
+    source = inspect.getsource(SemSegEvaluator.evaluate)
+    if re.search(r"iou_valid\s*=\s*np\.logical_and\(\s*acc_valid", source):
+        return "detectron2_main"
+    return "detectron2_v0.6"
 
 
 def check_absent_classes(value: str) -> str:

@@ -157,7 +157,11 @@ def registered(tmp_path):
 
 def test_register_is_lazy_and_dicts_have_documented_keys(registered):
     root, names = registered
-    assert names == ["test_shapes_reg_train", "test_shapes_reg_val"]
+    assert names == [
+        *["test_shapes_reg_train", "test_shapes_reg_val"],
+        *["test_shapes_reg_sem_seg_train", "test_shapes_reg_sem_seg_val"],
+        *["test_shapes_reg_instance_train", "test_shapes_reg_instance_val"],
+    ]
     assert os.listdir(root) == []  # registration generated nothing
     dicts = DatasetCatalog.get("test_shapes_reg_val")
     assert len(dicts) == 3
@@ -197,6 +201,25 @@ def test_metadata(registered):
         assert os.path.exists(path), path
 
 
+def test_one_view_per_task_with_one_evaluator_type(registered):
+    """As detectron2 registers Cityscapes: its stock train_net compares evaluator_type with
+    strings, so each task's name has one; the combined name keeps both annotations."""
+    both = DatasetCatalog.get("test_shapes_reg_val")
+    sem = DatasetCatalog.get("test_shapes_reg_sem_seg_val")
+    inst = DatasetCatalog.get("test_shapes_reg_instance_val")
+    assert MetadataCatalog.get("test_shapes_reg_sem_seg_val").evaluator_type == "sem_seg"
+    assert MetadataCatalog.get("test_shapes_reg_instance_val").evaluator_type == "coco"
+    assert len(sem) == len(inst) == len(both) == 3
+    for b, s, i in zip(both, sem, inst):
+        assert "annotations" not in s and s["sem_seg_file_name"] == b["sem_seg_file_name"]
+        assert "sem_seg_file_name" not in i and i["annotations"] == b["annotations"]
+        assert s["file_name"] == i["file_name"] == b["file_name"]
+    for view in ("sem_seg_", "instance_", ""):
+        meta = MetadataCatalog.get(f"test_shapes_reg_{view}train")
+        assert meta.stuff_classes == ["background", "circle", "square", "triangle"]
+        assert meta.thing_classes == ["circle", "square", "triangle"]
+
+
 def test_reregister_same_ok_different_raises(registered):
     root, names = registered
     again = register_shapes(
@@ -208,9 +231,11 @@ def test_reregister_same_ok_different_raises(registered):
 
 
 def test_default_datasets_registered():
-    assert {"shapes_train", "shapes_val"} <= set(DatasetCatalog.list())
+    views = ("shapes_", "shapes_sem_seg_", "shapes_instance_")
+    assert {f"{v}{s}" for v in views for s in ("train", "val")} <= set(DatasetCatalog.list())
     meta = MetadataCatalog.get("shapes_val")
     assert meta.evaluator_type == ["sem_seg", "coco"]
+    assert MetadataCatalog.get("shapes_sem_seg_val").image_root == meta.image_root
     assert meta.shapes_params["num_images"] == 100 and meta.shapes_params["image_size"] == 128
     assert os.path.basename(os.path.dirname(meta.image_root)) == "val"
 

@@ -153,8 +153,8 @@ def test_float16_on_cuda_scales_the_loss_and_saves_the_scaler():
 def test_trainer_with_amp_trains_on_cpu_and_evaluates_with_test_amp(tiny_shapes, tmp_path):
     cfg = _cfg("SOLVER.AMP.ENABLED", True, "TEST.AMP.ENABLED", True, output_dir=tmp_path)
     trainer = Trainer(cfg)
-    assert isinstance(trainer._trainer, TrainLoop)
-    assert trainer._trainer.dtype == torch.bfloat16
+    assert isinstance(trainer.run_loop, TrainLoop)
+    assert trainer.run_loop.dtype == torch.bfloat16
     assert trainer.cfg.SOLVER.AMP.ENABLED  # the config the run reports is the one it was given
     trainer.resume_or_load(resume=False)
     trainer.train()
@@ -171,8 +171,8 @@ def test_detectron2s_amp_config_key_reaches_the_autocast_trainer_not_amptrainer(
     from detectron2.engine import AMPTrainer
 
     trainer = Trainer(_cfg("SOLVER.AMP.ENABLED", True, output_dir=tmp_path))
-    assert not isinstance(trainer._trainer, AMPTrainer)
-    assert trainer._trainer.model is trainer.model
+    assert not isinstance(trainer.run_loop, AMPTrainer)
+    assert trainer.run_loop.model is trainer.model
 
 
 # ----------------------------------------------------------------------------- inference

@@ -130,5 +130,5 @@ def test_train_net_reports_an_impossible_combination_as_one_line(tmp_path, capsy
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "NUM_CLASSES=1 is binary mode" in err[0], err
-    assert "'shapes_train' has 4 classes" in err[0]
+    assert "'shapes_sem_seg_train' has 4 classes" in err[0]
     assert not os.listdir(tmp_path)  # refused before anything was written

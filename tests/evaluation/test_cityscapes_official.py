@@ -29,7 +29,6 @@ from cityscapes_fixture import gt_file, make_cityscapes
 from cityscapesscripts.helpers.labels import id2label, trainId2label
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 from detectron2.data.datasets.cityscapes import (
     load_cityscapes_instances,
     load_cityscapes_semantic,
@@ -42,7 +41,7 @@ from detectron2.evaluation import (
 )
 from detectron2.structures import Boxes, Instances
 
-from seg_plugins import add_seg_plugins_config
+from seg_plugins import add_seg_plugins_config, compat
 from seg_plugins.engine import Trainer
 from seg_plugins.engine.trainer import AtomicCOCOEvaluator
 from seg_plugins.evaluation import SemSegMetricsEvaluator
@@ -70,7 +69,7 @@ def cityscapes(tmp_path_factory):
     image_dir, gt_dir = make_cityscapes(root)
     tag = uuid.uuid4().hex[:8]
     sem, inst = f"cs_sem_{tag}", f"cs_inst_{tag}"
-    meta = _get_builtin_metadata("cityscapes")
+    meta = compat.cityscapes_metadata()
     DatasetCatalog.register(sem, lambda: load_cityscapes_semantic(image_dir, gt_dir))
     MetadataCatalog.get(sem).set(
         image_dir=image_dir, gt_dir=gt_dir, evaluator_type="cityscapes_sem_seg",
