@@ -36,4 +36,5 @@ setup-d2main:
 	@SEG_PLUGINS_VENV=$(abspath $(D2_MAIN_VENV)) SEG_PLUGINS_D2_SOURCE=$(abspath $(D2_MAIN_SOURCE)) bash tools/setup_env.sh
 
 test-d2main: setup-d2main
+	@$(D2_MAIN_VENV)/bin/python -c "from seg_plugins import compat; import sys; sys.exit(0 if compat.has_compiled_ops() else 'test-d2main: $(D2_MAIN_VENV) has a detectron2 without its compiled ops, not a source build; remove $(D2_MAIN_VENV) and run again')"
 	$(D2_MAIN_VENV)/bin/python -m pytest tests $(PYTEST_ARGS)

@@ -213,7 +213,8 @@ def test_eval_only_on_the_registered_shapes_sem_seg_val(tmp_path):
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert (tmp_path / "datasets" / "shapes" / "val" / ".complete").is_file()
-    report = json.loads((out / "inference" / "shapes_sem_seg_val" / "sem_seg_evaluation.json").read_text())
+    report_file = out / "inference" / "shapes_sem_seg_val" / "sem_seg_evaluation.json"
+    report = json.loads(report_file.read_text())
     assert sum(map(sum, report["confusion_matrix"])) == 100 * 128 * 128
     assert all(math.isfinite(report["metrics"][k]) for k in ("mIoU", "fwIoU", "mACC", "pACC"))
     assert "Final sem_seg: mIoU" in r.stdout + r.stderr

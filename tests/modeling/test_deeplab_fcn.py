@@ -538,5 +538,6 @@ def test_config_loads_and_builds(config):
     assert type(model) is expected[cfg.MODEL.META_ARCHITECTURE]
     assert model.backbone.size_divisibility == cfg.MODEL.DILATED_RESNET.OUTPUT_STRIDE
     if config.startswith("shapes/"):
-        assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 4 and cfg.DATASETS.TRAIN == ("shapes_sem_seg_train",)
+        assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 4
+        assert cfg.DATASETS.TRAIN == ("shapes_sem_seg_train",)
         _train_step_checks(model, _inputs(sizes=[(64, 64), (64, 64)]))
