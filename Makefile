@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench-demo clean-demo setup-d2main test-d2main
+.PHONY: setup demo test bench-demo clean-demo setup-d2main test-d2main fuzz
 
 setup:
 	@SEG_PLUGINS_VENV=$(abspath $(VENV)) bash tools/setup_env.sh
@@ -17,6 +17,17 @@ demo: setup
 # The test suite (CPU). pytest exits 5 when it collected no test: make fails on it too.
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# Randomized hunting with the property tests (outside CI, whose runs are derandomized):
+# FUZZ_FACTOR times each test's CI example count, drawn from a seed that is printed;
+# `make fuzz FUZZ_SEED=<seed>` replays a run. What it finds becomes a fixed regression test.
+FUZZ_SEED ?= $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+FUZZ_FACTOR ?= 20
+fuzz: setup
+	@echo "make fuzz: hypothesis seed $(FUZZ_SEED), $(FUZZ_FACTOR)x the CI example counts (replay: make fuzz FUZZ_SEED=$(FUZZ_SEED) FUZZ_FACTOR=$(FUZZ_FACTOR))"
+	SEG_PLUGINS_HYPOTHESIS_PROFILE=hunt SEG_PLUGINS_FUZZ_FACTOR=$(FUZZ_FACTOR) \
+	  $(PY) -m pytest tests -m property -p no:cacheprovider --hypothesis-seed=$(FUZZ_SEED) \
+	  --hypothesis-show-statistics $(PYTEST_ARGS)
 
 # Time the demo end to end and check its mIoU target (README "Benchmarks").
 bench-demo: setup

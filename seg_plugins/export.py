@@ -5,8 +5,10 @@ shape (N, C, H, W) in INPUT.FORMAT's channel order with the values the Trainer r
 (0..255 for 8-bit images), and returns logits of shape (N, K, H, W), exactly what the
 PyTorch model returns for the whole-image mode (TEST.SEM_SEG.MODE "whole"):
 
-    normalise ((x - PIXEL_MEAN) / PIXEL_STD) -> pad right / bottom with zeros to a multiple
-    of the backbone's size divisibility -> backbone -> head -> crop back to (H, W)
+    normalise ((x - PIXEL_MEAN) / PIXEL_STD) -> backbone -> head -> logits resized to
+    (H, W), the image's own size (as the PyTorch model runs a batch of same-size images;
+    FCN-8s on VGG, whose head crops its scores, pads to the backbone's size divisibility
+    first and crops back instead)
 
 H and W are dynamic in both formats (any size; no resizing happens inside). What is *not*
 in the graph: sliding windows and test-time augmentation (TEST.SEM_SEG.MODE "slide",
@@ -88,11 +90,14 @@ class ExportableSemSeg(nn.Module):
         self.register_buffer("pixel_mean", model.pixel_mean.detach().clone().view(1, -1, 1, 1))
         self.register_buffer("pixel_std", model.pixel_std.detach().clone().view(1, -1, 1, 1))
         self.size_divisibility = max(int(model.backbone.size_divisibility), 1)
+        self.exact_size = callable(getattr(model.sem_seg_head, "logits_at", None))
         self.eval()
 
     def forward(self, image: Tensor) -> Tensor:
         x = (image - self.pixel_mean) / self.pixel_std
         height, width = x.shape[-2], x.shape[-1]
+        if self.exact_size:  # as EncoderDecoderSegmentor's whole-image inference
+            return self.sem_seg_head.logits_at(self.backbone(x), (height, width))
         div = self.size_divisibility
         if div > 1:  # as detectron2's ImageList.from_tensors: zeros after normalisation
             x = F.pad(x, (0, (div - width % div) % div, 0, (div - height % div) % div))

@@ -1,10 +1,8 @@
 """Suite-wide settings.
 
-- Property-based tests are derandomized, with no example database, by default: a run's
-  result does not depend on luck or on what an earlier run found (CI runs the suite on two
-  detectron2 builds; both must see the same examples). Each test still sets its own
-  example count. ``SEG_PLUGINS_HYPOTHESIS_PROFILE=hunt`` gives randomized search, for hunting
-  outside CI (what it finds becomes a fixed regression test).
+- Property-based tests are derandomized, with no example database (tests/hypothesis_policy.py):
+  a run's result does not depend on luck or on what an earlier run found (CI runs the suite
+  on two detectron2 builds; both must see the same examples). A test that opts out fails.
 - The report header says which detectron2 this run tests (the CI runs the suite once on the
   PyPI v0.6 fallback and once on official main built from source).
 """
@@ -12,11 +10,21 @@
 import os
 import sys
 
-from hypothesis import settings
+import hypothesis_policy
+import pytest
 
-settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
-settings.register_profile("hunt", derandomize=False, database=None, print_blob=True)
-settings.load_profile(os.environ.get("SEG_PLUGINS_HYPOTHESIS_PROFILE", "ci"))
+hypothesis_policy.load()
+
+
+def pytest_runtest_setup(item):
+    function = getattr(item, "obj", None)
+    if hypothesis_policy.PROFILE == "ci" and hypothesis_policy.randomized_property_test(function):
+        pytest.fail(
+            f"{item.nodeid} is a randomized property test: CI runs derandomized ones only. "
+            "Give it @settings(derandomize=True, max_examples=N) (or @seed), and hunt with "
+            "SEG_PLUGINS_HYPOTHESIS_PROFILE=hunt outside CI (tests/hypothesis_policy.py)",
+            pytrace=False,
+        )
 
 
 def pytest_report_header(config):

@@ -94,20 +94,35 @@ def _voc_colormap(n: int) -> list[list[int]]:
     return colors
 
 
-def _records(pairs: list[tuple[str, str]], label_transform: dict | None = None) -> list[dict]:
-    records = []
+def _records(
+    pairs: list[tuple[str, str]], label_transform: dict | None = None, dataset_name: str = ""
+) -> list[dict]:
+    """One record per (image, mask) pair, with the image's size from its header. An image
+    whose header cannot be read keeps its record without a size instead of stopping the
+    listing: the dataset checks (DATASETS.CHECK, run when a loader is built, and
+    tools/check_dataset.py) then name it in their report with every other problem, in the
+    same words whichever path reads it first, and DATASETS.SKIP_BAD_SAMPLES skips and counts
+    it like any bad sample."""
+    records, unreadable = [], []
     for image_file, mask_file in pairs:
-        height, width = image_size(image_file)
         record = {
             "file_name": image_file,
             "sem_seg_file_name": mask_file,
-            "height": height,
-            "width": width,
             "image_id": os.path.splitext(os.path.basename(image_file))[0],
         }
+        try:
+            record["height"], record["width"] = image_size(image_file)
+        except (OSError, ValueError):
+            unreadable.append(image_file)
         if label_transform is not None:
             record["sem_seg_label_transform"] = dict(label_transform)
         records.append(record)
+    if unreadable:
+        logger.warning(
+            "dataset '%s': %d image(s) could not be read while listing, e.g. %r; the dataset "
+            "check names each one (tools/check_dataset.py %s)",
+            dataset_name, len(unreadable), unreadable[0], dataset_name,
+        )
     return records
 
 
@@ -168,7 +183,10 @@ def _warn_if_0_255_binary(records: list[dict], ignore_label: int, dataset_name: 
     the ignore label; look at the first mask (one read) and say so."""
     if not records or ignore_label != 255:
         return
-    values = set(np.unique(read_label(records[0]["sem_seg_file_name"])).tolist())
+    try:
+        values = set(np.unique(read_label(records[0]["sem_seg_file_name"])).tolist())
+    except (OSError, ValueError):
+        return  # an unreadable mask: the dataset check names it with the other problems
     if 255 in values and values <= {0, 255}:
         logger.warning(
             "dataset '%s': mask %r holds only 0 and 255; 255 is the ignore label, so its "
@@ -213,7 +231,7 @@ def load_sem_seg_folder(
     images, masks = _stems(image_dir, image_ext), _stems(mask_dir, mask_ext)
     _check_pairs(image_dir, mask_dir, images, masks, image_ext, mask_ext, dataset_name)
     pairs = [(os.path.join(image_dir, images[s]), os.path.join(mask_dir, masks[s])) for s in images]
-    records = _records(pairs, label_transform)
+    records = _records(pairs, label_transform, dataset_name)
     if num_classes == 2 and label_transform is None:
         _warn_if_0_255_binary(records, ignore_label, dataset_name)
     logger.info("dataset '%s': %d image/mask pairs from %s", dataset_name, len(records), image_dir)
@@ -330,7 +348,7 @@ def load_voc_sem_seg(voc_dir: str, splits: list[tuple[str, str]], dataset_name: 
             f"conversion is incomplete; {_README}."
         )
     logger.info("dataset '%s': %d images from %s", dataset_name, len(pairs), voc_dir)
-    return _records(pairs)
+    return _records(pairs, dataset_name=dataset_name)
 
 
 def register_voc_2012_sem_seg(root: str | None = None, *, prefix: str = "voc_2012") -> list[str]:

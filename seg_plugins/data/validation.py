@@ -31,7 +31,7 @@ from typing import Callable, Iterable
 import numpy as np
 from PIL import Image
 
-from .io import _INDEX_MODES, _READ_ERRORS, read_image, read_label
+from .io import _INDEX_MODES, _READ_ERRORS, image_size, read_image, read_label
 from .labels import apply_label_transform
 
 __all__ = [
@@ -261,12 +261,55 @@ def _polygon_area(xy: np.ndarray) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
-def check_instance_record(record: dict, num_categories: int | None = None) -> list[Problem]:
+def _record_size_problem(
+    record: dict, level: str, image_format: str | None, header_size: tuple[int, int]
+) -> Problem | None:
+    """A size_mismatch when the image is not the record's ``height`` x ``width``: from the
+    header (EXIF orientation applied, as the readers do) at level "light", from the decoded
+    image at "full". detectron2's mapper would stop training on it (SizeMismatchError), and
+    masks drawn from polygons / RLE at the record's size would not fit the image."""
+    h, w = record.get("height"), record.get("width")
+    if h is None or w is None:
+        return None
+    image_file = record["file_name"]
+    if level != "full" and tuple(header_size) == (int(h), int(w)):
+        return None  # the common case, with no second read (EXIF can only swap the two)
+    try:
+        if level == "full":
+            actual = tuple(read_image(image_file, format=image_format).shape[:2])
+        else:
+            actual = tuple(image_size(image_file))
+    except (OSError, ValueError) as err:
+        return Problem("unreadable", image_file, f"cannot read image: {err}")
+    if actual == (int(h), int(w)):
+        return None
+    hint = " (height and width swapped?)" if actual == (int(w), int(h)) else ""
+    msg = (
+        f"image is {actual[0]}x{actual[1]} (HxW) but its record says {h}x{w}{hint}; correct "
+        f"'height' / 'width' of its entry in the annotation file (a COCO JSON's \"images\"), "
+        f"or the image"
+    )
+    return Problem("size_mismatch", image_file, msg)
+
+
+def check_instance_record(
+    record: dict,
+    num_categories: int | None = None,
+    *,
+    level: str = "light",
+    image_format: str | None = None,
+) -> list[Problem]:
     """The problems of the annotations of one instance record (detectron2's standard dict:
     ``annotations`` with ``bbox``, ``bbox_mode``, ``category_id`` (contiguous) and optional
-    ``segmentation`` as polygons or RLE). Files are checked with :func:`_header`."""
+    ``segmentation`` as polygons or RLE). Files are checked with :func:`_header`; the image's
+    size against the record's ``height`` / ``width`` from the header ("light") or decoded
+    ("full", with ``image_format``)."""
     image_file = record["file_name"]
-    problems, image_size, _ = _header(image_file, "image")
+    problems, image_size_hw, _ = _header(image_file, "image")
+    if image_size_hw is not None and not any(p.fatal for p in problems):
+        size_problem = _record_size_problem(record, level, image_format, image_size_hw)
+        if size_problem is not None:
+            problems.append(size_problem)
     h, w = record.get("height"), record.get("width")
     for k, ann in enumerate(record.get("annotations", [])):
         where = f"annotation #{k} (id {ann.get('id', '?')})"
@@ -336,6 +379,15 @@ def _box_wh(bbox, mode) -> tuple[float, float] | None:
 
 
 # --------------------------------------------------------------------------- datasets
+_FILE_KINDS = ("missing_file", "unreadable", "size_mismatch")
+
+
+def _same_problem(a: Problem, b: Problem) -> bool:
+    """One problem found by both the semantic and the instance check of a record: the same
+    file missing, unreadable or of the wrong size (in their own words), or the same line."""
+    return a == b or (a.kind == b.kind and a.file == b.file and a.kind in _FILE_KINDS)
+
+
 def check_dataset_records(
     records: list[dict],
     *,
@@ -352,16 +404,21 @@ def check_dataset_records(
     ignore = metadata.get("ignore_label", 255) if metadata is not None else 255
     found = {}
     for i, record in enumerate(records):
-        if "annotations" in record and "sem_seg_file_name" not in record:
-            problems = check_instance_record(record, len(things) if things else None)
-        else:
-            problems = check_sem_seg_record(
+        problems = []
+        if "sem_seg_file_name" in record or "annotations" not in record:
+            problems += check_sem_seg_record(
                 record,
                 num_classes=len(stuff) if stuff else None,
                 ignore_label=ignore,
                 level=level,
                 image_format=image_format,
             )
+        if "annotations" in record:  # records with both (Panoptic FPN) get both checks
+            for problem in check_instance_record(
+                record, len(things) if things else None, level=level, image_format=image_format
+            ):
+                if not any(_same_problem(problem, p) for p in problems):
+                    problems.append(problem)
         if problems:
             found[i] = problems
     return found

@@ -302,10 +302,20 @@ def _dice_sums(logits: Tensor, targets: Tensor, labelled: Tensor) -> tuple[Tenso
     return inter, mass, count
 
 
+# Smallest accepted non-zero Dice smoothing. The ratio is computed in float64 (below); its
+# gradient has the denominator squared, >= s^2, which must not underflow (float64 normals
+# reach 2.2e-308). Below 1e-12 a smoothing term does nothing a user could want: 0 means none.
+MIN_DICE_SMOOTH = 1e-12
+
+
 def _check_smooth(smooth: float) -> float:
-    if not (math.isfinite(float(smooth)) and float(smooth) >= 0):
-        raise ValueError(f"MODEL.SEM_SEG_HEAD.DICE_SMOOTH must be finite and >= 0, got {smooth}")
-    return float(smooth)
+    smooth = float(smooth)
+    if not (math.isfinite(smooth) and (smooth == 0 or smooth >= MIN_DICE_SMOOTH)):
+        raise ValueError(
+            f"MODEL.SEM_SEG_HEAD.DICE_SMOOTH must be 0 (no smoothing) or a finite value >= "
+            f"{MIN_DICE_SMOOTH:g}, got {smooth:g}"
+        )
+    return smooth
 
 
 def sem_seg_dice(
@@ -336,7 +346,14 @@ def sem_seg_dice(
     labelled = _labelled(logits, targets, ignore_value)
     weight = _class_weight_tensor(class_weights, logits)
     smooth = _check_smooth(smooth)
-    inter, mass, count = _dice_sums(logits, targets, labelled)
+    # A class absent from the targets (T = 0) whose predicted mass P is tiny (a saturated
+    # softmax: P ~ 1e-40, a float32 denormal) made the gradient NaN while the value stayed
+    # finite, twice over: d/dI = 2 / den overflowed float32 (and reached the ignored pixels,
+    # which index class 0, as inf * 0), and -num / den^2 underflowed to 0 / 0. So I is held
+    # at its true value 0 where T = 0 (it has no pixel), which stops that gradient, and the
+    # ratio is taken in float64 (K numbers: it costs nothing).
+    inter, mass, count = (t.double() for t in _dice_sums(logits, targets, labelled))
+    inter = torch.where(count > 0, inter, torch.zeros_like(inter))
     den = mass + count + smooth
     empty = den <= 0  # only with smooth = 0: class neither labelled nor predicted
     ratio = (2 * inter + smooth) / den.masked_fill(empty, 1)  # finite gradient where empty
@@ -346,7 +363,8 @@ def sem_seg_dice(
         weight = torch.ones_like(per_class)
     if not include_background:
         weight = torch.cat([weight.new_zeros(1), weight[1:]])
-    return _safe_div((weight * per_class).sum(), weight.sum())
+    weight = weight.to(per_class.dtype)
+    return _safe_div((weight * per_class).sum(), weight.sum()).to(logits.dtype)
 
 
 def sem_seg_dice_ce(

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 
+import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
@@ -555,3 +556,49 @@ def test_skipping_through_the_trainer_trains_evaluates_and_lists_the_skipped(
         assert report[name]["total"] == len(LAYOUT)
         files = sorted(os.path.basename(s["file_name"]) for s in report[name]["skipped"])
         assert files == sorted([coco["files"][first], coco["files"][second]])
+
+
+# --------------------------------------------------------------------------- sizes (issue 17)
+def _check_dataset_tool():
+    import sys
+
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    try:
+        import check_dataset
+    finally:
+        sys.path.pop(0)
+    return check_dataset
+
+
+@pytest.mark.parametrize("level", ["light", "full"])
+@pytest.mark.parametrize("size", [(48, 64), (64, 80)])
+def test_json_height_width_that_disagree_with_the_image_are_named(
+    size, level, coco, register, tmp_path, capsys
+):
+    """A COCO "images" entry whose height / width are not the file's: detectron2's mapper
+    would stop training on it (or masks would be rasterised at the wrong size). Both check
+    levels name the file, both sizes and the fix; polygons stay inside the stated size."""
+    data = copy.deepcopy(coco["data"])
+    entry = next(im for im in data["images"] if im["id"] == 101)  # polygons only
+    entry["height"], entry["width"] = size
+    json_file = write_json(str(tmp_path / "sizes.json"), data)
+    name = register(json_file, coco["image_root"])
+    tool = _check_dataset_tool()
+    assert tool.main([name, "--level", level, "--workers", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "size_mismatch" in out and coco["files"][101] in out, out
+    assert f"image is {SIZE}x{SIZE} (HxW) but its record says {size[0]}x{size[1]}" in out
+    assert "'height' / 'width'" in out  # the fix
+    assert f"{name}: 4 records, 1 error(s)" in out
+
+
+def test_swapped_height_and_width_are_called_swapped(coco, register, tmp_path):
+    from seg_plugins.data.validation import check_instance_record
+
+    record = DatasetCatalog.get(register(coco["json_file"], coco["image_root"]))[0]
+    image = np.zeros((SIZE, SIZE + 16, 3), np.uint8)
+    wide = str(tmp_path / "wide.png")
+    cv2.imwrite(wide, image)
+    record = dict(record, file_name=wide, height=SIZE + 16, width=SIZE)
+    problems = [p for p in check_instance_record(record) if p.kind == "size_mismatch"]
+    assert len(problems) == 1 and "swapped?" in problems[0].message

@@ -21,8 +21,9 @@ import uuid
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
+from hypothesis_policy import property_settings
 from PIL import Image
 
 import seg_plugins  # noqa: F401  must come before detectron2 submodules (repairs the install)
@@ -41,7 +42,7 @@ from seg_plugins.data.validation import DataProblemError, check_sem_seg_record
 
 # Corrupted files make PIL warn ("Truncated File Read", "Tag data larger than file", ...)
 # before it raises or returns: expected here.
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.property]
 
 FUZZ_EXAMPLES = 400  # per fuzz test
 PROPERTY_EXAMPLES = 100  # per property test
@@ -49,12 +50,8 @@ IGNORE = 255
 
 
 def _settings(n: int):
-    return settings(
-        max_examples=n,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    return property_settings(
+        n, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
     )
 
 

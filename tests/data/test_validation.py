@@ -366,3 +366,56 @@ def test_check_dataset_tool(tmp_path, names, capsys):
     assert "label_values" in out and "label_mode" in out and "size_mismatch" in out
     assert json.loads(report.read_text())[0]["errors"] == 4
     assert check_dataset.main(["no_such_dataset"]) == 2
+
+
+# --------------------------------------------------------------------------- listing (issue 17)
+def _folder_with_a_non_image(root):
+    _good_pairs(root, 3)
+    with open(os.path.join(root, "images", "notes.png"), "w") as f:
+        f.write("not an image, a text file with a .png name")
+    _label(os.path.join(root, "masks", "notes.png"))
+
+
+def test_a_non_image_in_a_folder_dataset_is_a_report_line_not_a_traceback(
+    tmp_path, names, capsys
+):
+    """The images' sizes are read while the records are listed: an unreadable file there
+    used to raise from DatasetCatalog.get. Now the listing keeps its record and every check
+    names it, in the same words as a file that breaks later."""
+    _folder_with_a_non_image(tmp_path)
+    register_sem_seg_folder(
+        "t_nonimage", tmp_path / "images", tmp_path / "masks", stuff_classes=CLASSES
+    )
+    names.append("t_nonimage")
+    records = DatasetCatalog.get("t_nonimage")  # no exception
+    assert len(records) == 4
+    bad = next(r for r in records if r["file_name"].endswith("notes.png"))
+    assert "height" not in bad
+
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    import check_dataset
+
+    assert check_dataset.main(["t_nonimage", "--workers", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "t_nonimage: 4 records, 1 error(s)" in out
+    assert "[unreadable]" in out and "notes.png: cannot read image" in out, out
+    cfg = tiny_model_cfg("UNet", "DATASETS.TRAIN", ("t_nonimage",), "DATASETS.TEST", ())
+    with pytest.raises(DataProblemError, match="notes.png: cannot read image"):
+        checked_dataset_dicts(cfg, "t_nonimage", is_train=True)
+
+
+def test_a_non_image_in_a_folder_dataset_is_skipped_and_counted(tmp_path, names, caplog):
+    _folder_with_a_non_image(tmp_path)
+    register_sem_seg_folder(
+        "t_nonimage_skip", tmp_path / "images", tmp_path / "masks", stuff_classes=CLASSES
+    )
+    names.append("t_nonimage_skip")
+    cfg = tiny_model_cfg(
+        "UNet", "DATASETS.TRAIN", ("t_nonimage_skip",), "DATASETS.TEST", (),
+        "DATASETS.SKIP_BAD_SAMPLES", True,
+    )  # fmt: skip
+    kept = checked_dataset_dicts(cfg, "t_nonimage_skip", is_train=True)
+    assert len(kept) == 3 and not any(r["file_name"].endswith("notes.png") for r in kept)
+    report = skip_report()["t_nonimage_skip"]
+    assert report["total"] == 4
+    assert [os.path.basename(s["file_name"]) for s in report["skipped"]] == ["notes.png"]

@@ -16,9 +16,11 @@ import os
 import uuid
 
 import numpy as np
+import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
+from hypothesis_policy import property_settings
 from PIL import Image
 
 import seg_plugins  # noqa: F401  must come before detectron2 submodules (repairs the install)
@@ -35,13 +37,9 @@ from seg_plugins.evaluation.sem_seg_metrics import (
 
 EXAMPLES = 200
 IGNORE = 255
-PROPERTY = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+_CHECKS = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+PROPERTY = property_settings(EXAMPLES, suppress_health_check=_CHECKS)
+pytestmark = pytest.mark.property
 
 
 @st.composite
@@ -117,7 +115,7 @@ def test_a_perfect_prediction_scores_100_on_present_classes(case):
         assert res["mIoU"] == 100.0 and res["pACC"] == 100.0
 
 
-@settings(PROPERTY, max_examples=50)
+@property_settings(50, suppress_health_check=_CHECKS)
 @given(cases=st.lists(_case(), min_size=1, max_size=3), threads=st.sampled_from([1, 2, 3]))
 def test_evaluator_equals_a_direct_count(tmp_path, cases, threads):
     """Through SemSegMetricsEvaluator: label maps read from PNG, any thread count,

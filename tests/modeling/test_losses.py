@@ -1,18 +1,18 @@
 """Tests of seg_plugins.modeling.losses (CPU, tiny tensors)."""
 
+import itertools
 import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from hypothesis_policy import property_settings
 from torch.nn import functional as F
 
 import seg_plugins  # repairs detectron2 before anything imports it
 
 # isort: split
-import itertools
-
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
@@ -445,7 +445,8 @@ def test_bad_options_name_their_key(kwargs, key):
         build_sem_seg_loss("dice_ce", IGNORE, **kwargs)
 
 
-@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@pytest.mark.property
+@property_settings(60)
 @given(
     n=st.integers(1, 3),
     k=st.integers(1, 5),
@@ -478,6 +479,82 @@ def test_losses_are_finite_and_non_negative(
         assert loss.item() <= 1 + 1e-6
     loss.backward()
     assert torch.isfinite(logits.grad).all()
+
+
+def test_dice_gradient_is_finite_for_a_saturated_absent_class():
+    """Regression (issue 17): a class absent from the targets with a denormal predicted
+    mass gave a finite loss and a NaN gradient; one step then turned the weights into NaN."""
+    gen = torch.Generator().manual_seed(6440)
+    logits = (312.0 * torch.randn(2, 5, 3, 5, generator=gen)).requires_grad_(True)
+    targets = torch.randint(0, 5, (2, 3, 5), generator=gen)
+    targets[torch.rand(2, 3, 5, generator=gen) < 0.875] = 255
+    loss = build_sem_seg_loss("dice", IGNORE, None, num_classes=5, top_k_percent=1.0,
+                              dice_smooth=0.0)(logits, targets)  # fmt: skip
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("loss_type", ["dice", "dice_ce"])
+@pytest.mark.parametrize("k", [1, 2, 5])
+@pytest.mark.parametrize("gap", [30.0, 55.0, 90.0, 100.0, 110.0])
+@pytest.mark.parametrize("smooth", [0.0, 1e-12, 1.0])
+def test_dice_gradient_for_a_class_absent_from_targets_with_any_tiny_mass(
+    loss_type, k, gap, smooth
+):
+    """Class 0 is in no labelled pixel and its probability is exp(-gap) everywhere: from
+    1e-13 (its mass squared underflows float32) through float32 denormals (the old NaN)
+    to exactly 0. Half the pixels are ignored (they index class 0 internally)."""
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, k, 4, 6, generator=gen)
+    if k == 1:  # binary: class 0 is background, p(background) = sigmoid(-x)
+        logits = logits.abs() + gap
+        targets = torch.ones(2, 4, 6, dtype=torch.long)
+    else:
+        logits[:, 0] -= gap + logits[:, 1:].abs().max()
+        targets = torch.randint(1, k, (2, 4, 6), generator=gen)
+    targets[:, :2] = IGNORE
+    logits.requires_grad_(True)
+    loss = build_sem_seg_loss(loss_type, IGNORE, num_classes=k, dice_smooth=smooth)(
+        logits, targets
+    )
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("loss_type", ["cross_entropy", "dice", "dice_ce"])
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_every_loss_has_a_finite_value_and_gradient_at_the_extremes(loss_type, k):
+    """Any logits scale (saturated softmax / sigmoid included), any ignored fraction (all
+    pixels included), every accepted smoothing, binary and multi-class, weighted, top-k."""
+    num_labels = 2 if k == 1 else k
+    cases = itertools.product(
+        (0.0, 1.0, 100.0, 312.0, 1e4),  # logits scale (100: denormal probabilities)
+        (0.0, 0.875, 1.0),  # ignored fraction
+        (0.0, 1e-12, 1.0) if loss_type != "cross_entropy" else (1.0,),  # Dice smoothing
+        (False, True),  # class weights
+        (1.0,) if loss_type == "dice" else (1.0, 0.01),  # top-k fraction
+        range(3),  # seed
+    )
+    for scale, ignored, smooth, weighted, top_k, seed in cases:
+        case = dict(scale=scale, ignored=ignored, smooth=smooth, weighted=weighted,
+                    top_k=top_k, seed=seed)  # fmt: skip
+        gen = torch.Generator().manual_seed(seed)
+        logits = (scale * torch.randn(2, k, 5, 7, generator=gen)).requires_grad_(True)
+        targets = torch.randint(0, num_labels, (2, 5, 7), generator=gen)
+        targets[torch.rand(2, 5, 7, generator=gen) < ignored] = IGNORE
+        weights = torch.rand(num_labels, generator=gen).tolist() if weighted else None
+        loss = build_sem_seg_loss(
+            loss_type, IGNORE, weights, num_classes=k, top_k_percent=top_k, dice_smooth=smooth
+        )(logits, targets)
+        loss.backward()
+        assert torch.isfinite(loss) and loss.item() >= 0, case
+        assert torch.isfinite(logits.grad).all(), case
+
+
+@pytest.mark.parametrize("smooth", [1e-13, 1e-300, -1.0, float("inf"), float("nan")])
+def test_unsafe_dice_smoothing_is_refused_naming_the_key(smooth):
+    with pytest.raises(ValueError, match="MODEL.SEM_SEG_HEAD.DICE_SMOOTH"):
+        build_sem_seg_loss("dice", IGNORE, dice_smooth=smooth)
 
 
 # ----------------------------------------------------------------------------- U-Net, K = 1

@@ -65,11 +65,17 @@ def _torchvision_segmentation(name):
 @pytest.fixture(scope="module", params=["fcn_resnet50", "deeplabv3_resnet50"])
 def converted_pair(request, tmp_path_factory):
     """(torchvision model, our model loaded from a converted .pth through MODEL.WEIGHTS)."""
-    name = request.param
+    return _converted_pair(request.param, tmp_path_factory)
+
+
+def _converted_pair(name, tmp_path_factory):
     tv_model = _torchvision_segmentation(name)
     conversion = convert_torchvision(tv_model.state_dict())
-    assert conversion.arch == {"fcn_resnet50": "FCN", "deeplabv3_resnet50": "DeepLabV3"}[name]
-    assert (conversion.depth, conversion.num_classes, conversion.aux) == (50, NUM_CLASSES, True)
+    arch, depth = name.split("_resnet")
+    assert conversion.arch == {"fcn": "FCN", "deeplabv3": "DeepLabV3"}[arch]
+    assert (conversion.depth, conversion.num_classes, conversion.aux) == (
+        int(depth), NUM_CLASSES, True,
+    )  # fmt: skip
     assert conversion.unused == [] and conversion.dropped == []
 
     path = str(tmp_path_factory.mktemp(name) / "converted.pth")
@@ -93,7 +99,7 @@ def converted_pair(request, tmp_path_factory):
     return tv_model, model.eval()
 
 
-@pytest.mark.parametrize("size", [(64, 64), (64, 96)])
+@pytest.mark.parametrize("size", [(64, 64), (64, 96), (97, 131), (45, 61), (33, 17)])
 def test_full_model_logits_equal(converted_pair, size):
     tv_model, model = converted_pair
     image = _image(*size)
@@ -103,6 +109,33 @@ def test_full_model_logits_equal(converted_pair, size):
     assert ours.shape == expected.shape == (NUM_CLASSES, *size)
     assert expected.abs().max() > 1e-2  # the comparison is not between two near-zero maps
     torch.testing.assert_close(ours, expected, **TOL)
+
+
+@pytest.mark.parametrize("name", ["fcn_resnet101", "deeplabv3_resnet101"])
+def test_resnet101_models_equal_at_odd_sizes(name, tmp_path_factory):
+    """Issue 17: at 97 x 131 the padded inference differed by 30-40% of the logits' range;
+    whole-image inference now runs at the image's own size, as torchvision does. A batch of
+    two same-size images gives the same logits as each alone."""
+    tv_model, model = _converted_pair(name, tmp_path_factory)
+    for size in [(97, 131), (61, 45)]:
+        images = [_image(*size, seed=s) for s in (3, 4)]
+        with torch.no_grad():
+            expected = tv_model(torch.stack(images))["out"]
+            ours = [o["sem_seg"] for o in model([{"image": im} for im in images])]
+        for a, b in zip(ours, expected):
+            # randomised BatchNorms over 101 layers give logits up to ~1e6: compare to their
+            # range (torchvision's own float32 and float64 runs differ by ~1e-6 of it)
+            assert (a - b).abs().max() <= 1e-5 * b.abs().max(), (name, size)
+
+
+def test_images_of_other_sizes_in_one_batch_are_padded_not_dropped(converted_pair):
+    """A batch of different sizes is padded to batch it (documented): each output still has
+    its image's size."""
+    _, model = converted_pair
+    images = [_image(40, 56, seed=5), _image(33, 47, seed=6)]
+    with torch.no_grad():
+        outputs = model([{"image": im} for im in images])
+    assert [tuple(o["sem_seg"].shape[-2:]) for o in outputs] == [(40, 56), (33, 47)]
 
 
 @pytest.mark.parametrize("size", [(64, 64), (65, 97)])

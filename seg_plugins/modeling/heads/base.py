@@ -90,6 +90,16 @@ class SemSegHeadBase(nn.Module):
         size = (x.shape[-2] * self.common_stride, x.shape[-1] * self.common_stride)
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False), {}
 
+    def logits_at(self, features: dict[str, Tensor], size: Sequence[int]) -> Tensor:
+        """Eval logits of shape (N, K, H, W) at exactly ``size`` (H, W): ``layers`` resized
+        bilinearly (align_corners=False) to the input's own size, as torchvision's
+        segmentation models do. The meta-architecture uses it on unpadded images, so that
+        no padding enters the border convolutions or ASPP's image pooling."""
+        x = self.layers(features)
+        if tuple(x.shape[-2:]) == tuple(size):
+            return x
+        return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
     def losses(self, predictions: Tensor, targets: Tensor) -> dict[str, Tensor]:
         """
         Args:
