@@ -69,6 +69,9 @@ def add_seg_plugins_config(cfg: CN) -> CN:
     _setdefault(aspp, "CHANNELS", 256)  # width of every ASPP branch and of the projection
     _setdefault(aspp, "DROPOUT", 0.1)  # dropout after the projection
     _setdefault(aspp, "NORM", "BN")  # norm of ASPP convs; the image-pooling branch has none
+    # norm of the image-pooling branch: "" = none (detectron2's ASPP; trains at any batch
+    # size), "BN" / "SyncBN" as torchvision's DeepLabHead (needs >= 2 images per norm batch)
+    _setdefault(aspp, "POOLING_NORM", "")
     _setdefault(cfg.MODEL, "DEEPLABV3PLUS", CN())
     dlp = cfg.MODEL.DEEPLABV3PLUS
     _setdefault(dlp, "LOW_LEVEL_FEATURE", "res2")  # stride-4 feature fused by the decoder
@@ -81,6 +84,8 @@ def add_seg_plugins_config(cfg: CN) -> CN:
     _setdefault(cfg.MODEL.AUX_HEAD, "IN_FEATURE", "res4")  # the feature it reads
     _setdefault(cfg.MODEL.AUX_HEAD, "CHANNELS", 256)  # its 3x3 conv width
     _setdefault(cfg.MODEL.AUX_HEAD, "LOSS_WEIGHT", 0.4)  # weight of loss_aux
+    # its learning rate as a multiple of SOLVER.BASE_LR (torchvision's reference recipe: 10)
+    _setdefault(cfg.MODEL.AUX_HEAD, "LR_FACTOR", 1.0)
 
     # --- semantic segmentation head / loss ------------------------------------------------
     # detectron2 already has MODEL.SEM_SEG_HEAD.{NUM_CLASSES, IGNORE_VALUE, LOSS_WEIGHT, NORM}.

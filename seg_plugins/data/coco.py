@@ -57,7 +57,8 @@ import pycocotools.mask as mask_util
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
-from .validation import DataProblemError, Problem, filter_bad_records
+from .io import image_size
+from .validation import DataProblemError, Problem, filter_bad_records, size_mismatch
 
 __all__ = [
     "CocoJsonError",
@@ -433,6 +434,14 @@ def _bbox_errors(bbox) -> list[tuple[str, str]]:
     return []
 
 
+def _size_problem(image: dict, path: str, where: str) -> Problem | None:
+    try:
+        actual = tuple(image_size(path))  # the header, EXIF orientation applied
+    except (OSError, ValueError) as err:
+        return Problem("unreadable", path, f"cannot read the image file of {where}: {err}")
+    return size_mismatch(path, actual, (image["height"], image["width"]))
+
+
 def _image_problems(
     image: dict, anns: list, json_file: str, image_root: str, masks_expected: bool = False
 ) -> list[Problem]:
@@ -446,6 +455,12 @@ def _image_problems(
             f"the image_root that holds it"
         )
         problems.append(Problem("missing_file", path, msg))
+    else:
+        # One header read: detectron2's mapper would stop training on a size that is not the
+        # file's (SizeMismatchError), and masks are drawn at the entry's size.
+        problem = _size_problem(image, path, where)
+        if problem is not None:
+            problems.append(problem)
     for ann in anns:
         errors = _bbox_errors(ann["bbox"])
         seg = ann.get("segmentation")

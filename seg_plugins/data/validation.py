@@ -281,15 +281,23 @@ def _record_size_problem(
             actual = tuple(image_size(image_file))
     except (OSError, ValueError) as err:
         return Problem("unreadable", image_file, f"cannot read image: {err}")
-    if actual == (int(h), int(w)):
+    return size_mismatch(image_file, actual, (int(h), int(w)))
+
+
+def size_mismatch(path: str, actual, stated) -> Problem | None:
+    """The size_mismatch Problem of an image of size ``actual`` (H, W) whose record / COCO
+    entry states ``stated``, or None. One wording for every path that finds it (the COCO
+    loader, the dataset checks)."""
+    actual, stated = tuple(int(v) for v in actual), tuple(int(v) for v in stated)
+    if actual == stated:
         return None
-    hint = " (height and width swapped?)" if actual == (int(w), int(h)) else ""
+    hint = " (height and width swapped?)" if actual == stated[::-1] else ""
     msg = (
-        f"image is {actual[0]}x{actual[1]} (HxW) but its record says {h}x{w}{hint}; correct "
-        f"'height' / 'width' of its entry in the annotation file (a COCO JSON's \"images\"), "
-        f"or the image"
+        f"image is {actual[0]}x{actual[1]} (HxW) but its record says {stated[0]}x{stated[1]}"
+        f"{hint}; correct 'height' / 'width' of its entry in the annotation file (a COCO "
+        f"JSON's \"images\"), or the image"
     )
-    return Problem("size_mismatch", image_file, msg)
+    return Problem("size_mismatch", path, msg)
 
 
 def check_instance_record(

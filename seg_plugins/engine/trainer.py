@@ -391,6 +391,29 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_optimizer(cls, cfg, model):
+        """detectron2's SGD (SOLVER.OPTIMIZER "SGD") or AdamW, with detectron2's parameter
+        groups (SOLVER.WEIGHT_DECAY_NORM, BIAS_LR_FACTOR, WEIGHT_DECAY_BIAS); the auxiliary
+        head's groups at MODEL.AUX_HEAD.LR_FACTOR x their learning rate (torchvision's
+        reference recipe trains its aux classifier at 10x)."""
+        optimizer = cls._build_optimizer(cfg, model)
+        factor = float(cfg.MODEL.AUX_HEAD.LR_FACTOR)
+        aux = getattr(getattr(model, "module", model), "aux_head", None)
+        if factor != 1.0 and aux is not None:
+            # detectron2 merges parameters with equal hyper-parameters into one group: split
+            # each group into its aux-head part (lr x factor) and the rest (no step taken yet,
+            # so there is no optimizer state to move)
+            aux_ids = {id(p) for p in aux.parameters()}
+            groups, optimizer.param_groups = optimizer.param_groups, []
+            for group in groups:
+                for is_aux in (False, True):
+                    params = [p for p in group["params"] if (id(p) in aux_ids) == is_aux]
+                    if params:
+                        lr = group["lr"] * (factor if is_aux else 1.0)
+                        optimizer.add_param_group({**group, "params": params, "lr": lr})
+        return optimizer
+
+    @classmethod
+    def _build_optimizer(cls, cfg, model):
         name = cfg.SOLVER.OPTIMIZER
         if name == "SGD":
             return super().build_optimizer(cfg, model)

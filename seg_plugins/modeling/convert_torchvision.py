@@ -138,12 +138,20 @@ def _apply_rules(state_dict, prefix, rules, out_prefix, converted, used) -> None
                 break
 
 
-def _convert_aspp_pooling(state_dict, prefix, out_prefix, converted, used) -> None:
-    """torchvision's ASPPPooling conv + BN -> detectron2's pooling conv with bias."""
+def _convert_aspp_pooling(state_dict, prefix, out_prefix, converted, used, fold=True) -> None:
+    """torchvision's ASPPPooling conv + BN -> detectron2's pooling conv with bias (``fold``)
+    or conv + ``norm`` (MODEL.ASPP.POOLING_NORM "BN")."""
     conv_key, bn_prefix = f"{prefix}{_POOL}1.weight", f"{prefix}{_POOL}2."
     bn = {k: state_dict.get(bn_prefix + k) for k in _BN_KEYS[:4]}
     if conv_key not in state_dict or any(v is None for v in bn.values()):
         return  # reported as unused / missing
+    if not fold:
+        converted[f"{out_prefix}aspp.convs.4.1.weight"] = state_dict[conv_key]
+        for k in _BN_KEYS:
+            if bn_prefix + k in state_dict:
+                converted[f"{out_prefix}aspp.convs.4.1.norm.{k}"] = state_dict[bn_prefix + k]
+        used.update([conv_key] + [bn_prefix + k for k in _BN_KEYS if bn_prefix + k in state_dict])
+        return
     bn = {k: v.float() for k, v in bn.items()}
     weight, bias = fold_batch_norm(state_dict[conv_key].float(), None, bn)
     converted[f"{out_prefix}aspp.convs.4.1.weight"] = weight
@@ -168,8 +176,14 @@ def _resnet_depth(state_dict, prefix: str) -> int:
     )
 
 
-def convert_torchvision(state_dict: dict[str, Tensor], prefix: str = "backbone.") -> Conversion:
+def convert_torchvision(
+    state_dict: dict[str, Tensor], prefix: str = "backbone.", *, fold_pooling_norm: bool = True
+) -> Conversion:
     """Convert a torchvision ResNet / FCN-ResNet / DeepLabV3-ResNet state dict.
+
+    ``fold_pooling_norm``: DeepLabV3's image-pooling BatchNorm folded into its conv (for the
+    default MODEL.ASPP.POOLING_NORM "", exact in eval), or kept as ``aspp.convs.4.1.norm``
+    (for POOLING_NORM "BN": the model then also trains as torchvision's does).
 
     The kind is recognised from the keys: ``classifier.0.convs.*`` = DeepLabV3,
     ``classifier.*`` = FCN, ``layer1.*`` = a plain ResNet. ``prefix`` is where a plain
@@ -194,7 +208,9 @@ def convert_torchvision(state_dict: dict[str, Tensor], prefix: str = "backbone."
         head_rules = _DEEPLAB_HEAD_RULES if deeplab else _FCN_HEAD_RULES
         _apply_rules(state_dict, "classifier.", head_rules, "sem_seg_head.", converted, used)
         if deeplab:
-            _convert_aspp_pooling(state_dict, "classifier.", "sem_seg_head.", converted, used)
+            _convert_aspp_pooling(
+                state_dict, "classifier.", "sem_seg_head.", converted, used, fold_pooling_norm
+            )
         aux = any(k.startswith("aux_classifier.") for k in state_dict)
         _apply_rules(state_dict, "aux_classifier.", _FCN_HEAD_RULES, "aux_head.", converted, used)
         classifier = state_dict.get("classifier.4.weight")
@@ -363,6 +379,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--config-out", help="also write the matching config YAML here")
     parser.add_argument(
+        "--pooling-norm",
+        action="store_true",
+        help="DeepLabV3: keep ASPP's image-pooling BatchNorm (for MODEL.ASPP.POOLING_NORM "
+        "'BN', to train as torchvision does) instead of folding it into the conv (the default, "
+        "for POOLING_NORM '', exact in eval)",
+    )
+    parser.add_argument(
         "--allow-mismatch",
         action="store_true",
         help="write the output even if keys are missing / unexpected",
@@ -370,9 +393,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     state_dict = load_torchvision_state_dict(args.input, args.num_classes, not args.no_aux)
-    conversion = convert_torchvision(state_dict, prefix=args.prefix)
+    conversion = convert_torchvision(
+        state_dict, prefix=args.prefix, fold_pooling_norm=not args.pooling_norm
+    )
     name = torchvision_name(conversion)
     cfg = torchvision_equivalent_cfg(name, conversion.num_classes or 21, conversion.aux)
+    if args.pooling_norm:
+        cfg.MODEL.ASPP.POOLING_NORM = "BN"
     print(
         f"{args.input}: {name}, {len(conversion.state_dict)} tensors converted"
         + (f", {conversion.num_classes} classes" if conversion.num_classes else "")

@@ -243,3 +243,25 @@ def test_equivalent_cfg_normalises_like_torchvision():
 def test_equivalent_cfg_rejects_unknown_names():
     with pytest.raises(ValueError, match="deeplabv3_resnet50"):
         torchvision_equivalent_cfg("deeplabv3_mobilenet_v3_large")
+
+
+def test_deeplab_with_pooling_norm_kept_equals_torchvision():
+    """MODEL.ASPP.POOLING_NORM "BN" (torchvision's ASPPPooling BatchNorm kept, for training
+    as torchvision does; tests/engine/test_torchvision_recipe.py): eval logits as well."""
+    tv_model = _torchvision_segmentation("deeplabv3_resnet50")
+    conversion = convert_torchvision(tv_model.state_dict(), fold_pooling_norm=False)
+    assert "sem_seg_head.aspp.convs.4.1.norm.running_var" in conversion.state_dict
+    cfg = torchvision_equivalent_cfg("deeplabv3_resnet50", NUM_CLASSES)
+    cfg.MODEL.DEVICE, cfg.MODEL.ASPP.POOLING_NORM = "cpu", "BN"
+    model = build_model(cfg)
+    assert check_against_model(conversion.state_dict, model) == {
+        "missing": [], "unexpected": [], "shape_mismatch": [],
+    }  # fmt: skip
+    model.load_state_dict(conversion.state_dict, strict=False)
+    model.pixel_mean.zero_()
+    model.pixel_std.fill_(1.0)
+    image = _image(45, 61, seed=9)
+    with torch.no_grad():
+        expected = tv_model(image[None])["out"][0]
+        ours = model.eval()([{"image": image}])[0]["sem_seg"]
+    torch.testing.assert_close(ours, expected, **TOL)

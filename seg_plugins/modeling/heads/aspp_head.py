@@ -41,8 +41,12 @@ from .fcn_head import build_predictor, sem_seg_head_args
 __all__ = ["ASPPHead", "ASPPPlusHead"]
 
 
-def _aspp(in_channels: int, channels: int, dilations, dropout: float, norm) -> ASPP:
-    """detectron2's ASPP with ReLU and global image pooling; errors name MODEL.ASPP keys."""
+def _aspp(
+    in_channels: int, channels: int, dilations, dropout: float, norm, pooling_norm=""
+) -> ASPP:
+    """detectron2's ASPP with ReLU and global image pooling; errors name MODEL.ASPP keys.
+    With ``pooling_norm`` its image-pooling conv gets that norm (and no bias), as
+    torchvision's ASPPPooling has: keys ``convs.4.1.norm.*`` are added."""
     if len(dilations) != 3 or any(d < 1 for d in dilations):
         raise ValueError(
             f"MODEL.ASPP.DILATIONS={list(dilations)}: give 3 atrous rates >= 1 "
@@ -54,9 +58,18 @@ def _aspp(in_channels: int, channels: int, dilations, dropout: float, norm) -> A
             f"CHANNELS >= 1 and 0 <= DROPOUT < 1"
         )
     check_norm(norm, channels, "MODEL.ASPP.NORM")
-    return ASPP(
+    aspp = ASPP(
         in_channels, channels, list(dilations), norm=norm, activation=F.relu, dropout=dropout
     )
+    if pooling_norm:
+        check_norm(pooling_norm, channels, "MODEL.ASPP.POOLING_NORM")
+        pooling = Conv2d(
+            in_channels, channels, 1, bias=False, norm=get_norm(pooling_norm, channels),
+            activation=F.relu,
+        )  # fmt: skip
+        weight_init.c2_xavier_fill(pooling)
+        aspp.convs[-1][1] = pooling  # [pool, conv]: detectron2's layout, kept
+    return aspp
 
 
 def _aspp_args(cfg) -> dict:
@@ -67,6 +80,7 @@ def _aspp_args(cfg) -> dict:
         "dilations": list(aspp.DILATIONS),
         "dropout": aspp.DROPOUT,
         "norm": aspp.NORM,
+        "pooling_norm": aspp.POOLING_NORM,
         **sem_seg_head_args(cfg),
     }
 
@@ -96,6 +110,7 @@ class ASPPHead(SemSegHeadBase):
         dilations: Sequence[int] = (12, 24, 36),
         dropout: float = 0.1,
         norm: str | Callable | None = "BN",
+        pooling_norm: str | Callable | None = "",
         ignore_value: int = 255,
         loss_weight: float = 1.0,
         loss_type: str = "cross_entropy",
@@ -111,6 +126,8 @@ class ASPPHead(SemSegHeadBase):
             dilations: the three atrous rates.
             dropout: dropout probability after the ASPP projection (torchvision: 0.5).
             norm: normalisation of every conv but the image-pooling one and the classifier.
+            pooling_norm: normalisation of the image-pooling conv ("": none, detectron2's
+                ASPP; "BN" as torchvision's DeepLabHead, MODEL.ASPP.POOLING_NORM).
             ignore_value, loss_weight, loss_type, class_weights, loss_options: see
                 :class:`FCNHead`.
         """
@@ -125,7 +142,7 @@ class ASPPHead(SemSegHeadBase):
             loss_options=loss_options,
         )
         self.in_feature = in_feature
-        self.aspp = _aspp(shape.channels, channels, dilations, dropout, norm)
+        self.aspp = _aspp(shape.channels, channels, dilations, dropout, norm, pooling_norm)
         self.conv = Conv2d(
             channels,
             channels,
@@ -177,6 +194,7 @@ class ASPPPlusHead(SemSegHeadBase):
         dilations: Sequence[int] = (6, 12, 18),
         dropout: float = 0.1,
         norm: str | Callable | None = "BN",
+        pooling_norm: str | Callable | None = "",
         low_level_channels: int = 48,
         decoder_channels: int = 256,
         ignore_value: int = 255,
@@ -188,8 +206,8 @@ class ASPPPlusHead(SemSegHeadBase):
         """
         Args:
             input_shape, in_feature, num_classes, channels, dilations, dropout, norm,
-                ignore_value, loss_weight, loss_type, class_weights, loss_options: see
-                :class:`ASPPHead`.
+                pooling_norm, ignore_value, loss_weight, loss_type, class_weights,
+                loss_options: see :class:`ASPPHead`.
             low_level_feature: the finer feature (stride 4 in the paper) fused by the decoder.
             low_level_channels: width of its 1x1 projection (48 in the paper).
             decoder_channels: width of the decoder's two 3x3 convs (256 in the paper).
@@ -218,7 +236,7 @@ class ASPPPlusHead(SemSegHeadBase):
         )
         self.in_feature = in_feature
         self.low_level_feature = low_level_feature
-        self.aspp = _aspp(shape.channels, channels, dilations, dropout, norm)
+        self.aspp = _aspp(shape.channels, channels, dilations, dropout, norm, pooling_norm)
         for width in (low_level_channels, decoder_channels):
             check_norm(norm, width, "MODEL.ASPP.NORM")
         self.low_level_project = Conv2d(
