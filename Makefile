@@ -16,7 +16,7 @@ demo: setup
 
 # The test suite (CPU). pytest exits 5 when it collected no test: make fails on it too.
 test: setup
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests --durations=15 $(PYTEST_ARGS)
 
 # Randomized hunting with the property tests (outside CI, whose runs are derandomized):
 # FUZZ_FACTOR times each test's CI example count, drawn from a seed that is printed;
@@ -48,4 +48,4 @@ setup-d2main:
 
 test-d2main: setup-d2main
 	@$(D2_MAIN_VENV)/bin/python -c "from seg_plugins import compat; import sys; sys.exit(0 if compat.has_compiled_ops() else 'test-d2main: $(D2_MAIN_VENV) has a detectron2 without its compiled ops, not a source build; remove $(D2_MAIN_VENV) and run again')"
-	$(D2_MAIN_VENV)/bin/python -m pytest tests $(PYTEST_ARGS)
+	$(D2_MAIN_VENV)/bin/python -m pytest tests --durations=15 $(PYTEST_ARGS)

@@ -81,6 +81,14 @@ def test_config_loads_builds_and_trains_two_iterations(path):
         out = model([{"image": batch[0]["image"], "height": 64, "width": 64}])[0]
     if "sem_seg" in model_outputs(cfg):
         assert out["sem_seg"].shape[-2:] == (64, 64)
+        # Training batches are padded to the backbone's size divisibility; with crops that
+        # are multiples of it (images smaller than the crop are padded to the crop with the
+        # ignore label, INPUT.SEM_SEG.PAD_TO_CROP) nothing is padded there, so that padding
+        # (unlike the inference padding, now gone) never reaches a shipped config's training.
+        div = max(int(getattr(model.backbone, "size_divisibility", 1)), 1)
+        if cfg.INPUT.CROP.ENABLED and cfg.INPUT.CROP.TYPE == "absolute":
+            assert all(c % div == 0 for c in cfg.INPUT.CROP.SIZE), (cfg.INPUT.CROP.SIZE, div)
+            assert cfg.INPUT.SEM_SEG.PAD_TO_CROP
     else:
         assert isinstance(out["instances"], Instances)
 

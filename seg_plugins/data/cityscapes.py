@@ -33,6 +33,7 @@ Example::
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import shlex
@@ -44,6 +45,7 @@ from detectron2.data.datasets.cityscapes import (
 )
 
 from .. import compat
+from .validation import DataProblemError, Problem
 
 __all__ = ["register_cityscapes"]
 
@@ -140,14 +142,44 @@ def _check_split(root: str, split: str, dataset_name: str, semantic: bool) -> in
     return len(images)
 
 
+def _polygon_file_problems(root: str, split: str, dataset_name: str) -> list[Problem]:
+    """Every ``*_gtFine_polygons.json`` of the split that does not parse or lacks the keys
+    detectron2's loaders read (imgHeight, imgWidth, objects), named with the fix."""
+    fix = "re-extract it from " + _ARCHIVES["gtFine"]
+    problems = []
+    for image in _list_images(root, split, dataset_name):
+        path = _gt_file(image, root, split, "polygons.json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+            missing = [k for k in ("imgHeight", "imgWidth", "objects") if k not in data]
+        except (OSError, ValueError, TypeError) as err:  # JSONDecodeError, UnicodeDecodeError
+            msg = f"not a readable JSON file ({err}); {fix}"
+            problems.append(Problem("json_schema", path, msg))
+            continue
+        if missing:
+            problems.append(Problem("json_schema", path, f"has no {missing}; {fix}"))
+    return problems
+
+
 def _load(root: str, split: str, dataset_name: str, semantic: bool) -> list[dict]:
     num_images = _check_split(root, split, dataset_name, semantic)
     image_dir = os.path.join(root, "leftImg8bit", split)
     gt_dir = os.path.join(root, "gtFine", split)
-    if semantic:
-        records = load_cityscapes_semantic(image_dir, gt_dir)
-    else:
-        records = load_cityscapes_instances(image_dir, gt_dir, from_json=True, to_polygons=True)
+    try:
+        if semantic:
+            records = load_cityscapes_semantic(image_dir, gt_dir)
+        else:
+            records = load_cityscapes_instances(
+                image_dir, gt_dir, from_json=True, to_polygons=True
+            )
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        # detectron2's loaders stop at the first broken polygons JSON with a bare parser
+        # error; the files are only scanned on that failure path, to name each one
+        problems = _polygon_file_problems(root, split, dataset_name)
+        if not problems:
+            raise
+        raise DataProblemError(problems, dataset_name, num_images) from err
     assert len(records) == num_images, (len(records), num_images)  # the same listing
     records.sort(key=lambda r: r["file_name"])  # detectron2 keeps os.listdir's order
     logger.info("dataset '%s': %d images from %s", dataset_name, len(records), image_dir)

@@ -439,7 +439,7 @@ def _size_problem(image: dict, path: str, where: str) -> Problem | None:
         actual = tuple(image_size(path))  # the header, EXIF orientation applied
     except (OSError, ValueError) as err:
         return Problem("unreadable", path, f"cannot read the image file of {where}: {err}")
-    return size_mismatch(path, actual, (image["height"], image["width"]))
+    return size_mismatch(path, actual, (image["height"], image["width"]), entry=where)
 
 
 def _image_problems(

@@ -57,6 +57,11 @@ _READ_ERRORS = (
     SyntaxError,
     UnidentifiedImageError,
     Image.DecompressionBombError,
+    # Pillow's TIFF decoder on corrupted tag types: a RATIONAL or ASCII StripOffsets gives
+    # "'IFDRational' object cannot be interpreted as an integer" / "'<' not supported
+    # between 'str' and 'int'" (found by make fuzz, FUZZ_SEED=3). The try blocks that catch
+    # these hold PIL calls only.
+    TypeError,
 )
 
 

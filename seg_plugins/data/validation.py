@@ -284,18 +284,20 @@ def _record_size_problem(
     return size_mismatch(image_file, actual, (int(h), int(w)))
 
 
-def size_mismatch(path: str, actual, stated) -> Problem | None:
+_ANY_ENTRY = 'the annotation file (a COCO JSON\'s "images")'
+
+
+def size_mismatch(path: str, actual, stated, entry: str = "") -> Problem | None:
     """The size_mismatch Problem of an image of size ``actual`` (H, W) whose record / COCO
     entry states ``stated``, or None. One wording for every path that finds it (the COCO
-    loader, the dataset checks)."""
+    loader, the dataset checks); ``entry`` names the annotation file's entry where known."""
     actual, stated = tuple(int(v) for v in actual), tuple(int(v) for v in stated)
     if actual == stated:
         return None
     hint = " (height and width swapped?)" if actual == stated[::-1] else ""
     msg = (
         f"image is {actual[0]}x{actual[1]} (HxW) but its record says {stated[0]}x{stated[1]}"
-        f"{hint}; correct 'height' / 'width' of its entry in the annotation file (a COCO "
-        f"JSON's \"images\"), or the image"
+        f"{hint}; correct 'height' / 'width' of its entry in {entry or _ANY_ENTRY}, or the image"
     )
     return Problem("size_mismatch", path, msg)
 

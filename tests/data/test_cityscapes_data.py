@@ -33,6 +33,7 @@ from train_checks import train_two_iterations
 from seg_plugins import add_seg_plugins_config
 from seg_plugins.data import SemSegDatasetMapper
 from seg_plugins.data.cityscapes import register_cityscapes
+from seg_plugins.data.validation import DataProblemError
 from seg_plugins.engine import Trainer
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -331,3 +332,22 @@ def test_instance_load_map_train_and_evaluate(tree, names, tmp_path, monkeypatch
     assert set(results) == {"cityscapes_instance"}
     assert set(results["cityscapes_instance"]) >= {"AP", "AP50"}
     assert all(0 <= v <= 100 for v in results["cityscapes_instance"].values())
+
+
+@pytest.mark.parametrize("damage", ["truncated", "no_size"])
+def test_a_broken_polygons_json_is_named_not_a_parser_traceback(tmp_path, names, damage):
+    """Issue 17's audit: detectron2's loaders stop at the first broken polygons JSON with a
+    bare parser error (JSONDecodeError / KeyError); the listing names each broken file and
+    the fix instead, for both tasks."""
+    fixture.make_cityscapes(tmp_path, "val", per_city=1)
+    polygons = _train_id_files(str(tmp_path))[0].replace("labelTrainIds.png", "polygons.json")
+    with open(polygons) as f:
+        text = f.read()
+    with open(polygons, "w") as f:
+        f.write(text[: len(text) // 2] if damage == "truncated" else '{"objects": []}')
+    names += register_cityscapes(tmp_path, prefix="t_cs", splits=["val"])
+    for name in ("t_cs_instance_seg_val", "t_cs_sem_seg_val"):
+        with pytest.raises(DataProblemError) as err:
+            DatasetCatalog.get(name)
+        message = str(err.value)
+        assert f"[json_schema] {polygons}" in message and "gtFine_trainvaltest.zip" in message

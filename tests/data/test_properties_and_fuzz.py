@@ -224,6 +224,23 @@ def test_corrupted_label_and_image_files_give_clear_errors(tmp_path, seed_name):
     assert outcomes["clear error"] > 0  # the corpus does reach the error paths
 
 
+@pytest.mark.parametrize("tag_type", [5, 2])  # RATIONAL, ASCII
+def test_tiff_with_a_corrupted_strip_offsets_type_is_a_clear_error(tmp_path, tag_type):
+    """Found by make fuzz (FUZZ_SEED=3, FUZZ_FACTOR=20): Pillow's TIFF decoder raised a bare
+    TypeError for a StripOffsets tag (0x0111) whose type byte was changed."""
+    data = bytearray(_SEEDS["label.tif"])
+    entry = data.index(b"\x11\x01\x04\x00")  # little-endian tag 0x0111, type LONG
+    data[entry + 2] = tag_type
+    path = str(tmp_path / "label_bad_offsets.tif")
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    with pytest.raises(OSError, match="label_bad_offsets.tif"):
+        read_label(path)
+    record = {"file_name": path, "sem_seg_file_name": path, "height": 24, "width": 20}
+    problems = check_sem_seg_record(record, level="full", num_classes=3)
+    assert problems and all("label_bad_offsets.tif" in str(p) for p in problems)
+
+
 # ----------------------------------------------------------------------------- COCO JSON
 _JUNK = st.one_of(
     st.none(),
