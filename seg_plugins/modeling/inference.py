@@ -10,7 +10,8 @@ return scores of shape (K, H, W), float32, at the image's resolution:
 
 - whole image (:func:`whole_inference`): the image padded with zeros to a multiple of
   ``size_divisibility`` (as detectron2's ImageList pads a batch) in one pass; memory grows
-  with H x W.
+  with H x W. The meta-architecture passes 1 for heads that resize their logits to any
+  input size (all but FCN-8s on VGG), so nothing is padded then.
 - sliding window (:func:`slide_inference`; mmsegmentation's "slide" mode, MONAI's
   sliding_window_inference): windows of ``crop_size`` every ``stride`` pixels, the last
   window of a row / column shifted inside the image, B windows per pass; the logits of

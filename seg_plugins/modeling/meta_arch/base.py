@@ -5,7 +5,10 @@ Shape shorthand: N images, C image channels, K classes, H x W pixels.
 It is detectron2's :class:`SemanticSegmentor` (normalisation with PIXEL_MEAN / PIXEL_STD,
 padding of the batch to ``backbone.size_divisibility`` — targets with the head's
 ``ignore_value`` —, and ``sem_seg_postprocess``, which crops each image's logits back to its
-own (H, W) and resizes them to its "height" x "width") plus an optional auxiliary head that
+own (H, W) and resizes them to its "height" x "width"), except that whole-image inference on
+images of one size runs unpadded, with the logits resized to the image's own size
+(``exact_size``; torchvision's behaviour, so converted torchvision weights give its outputs
+at any size), plus an optional auxiliary head that
 is used in training only (the FCN head on res4 of PSPNet / DeepLab / mmsegmentation, whose
 loss is reported as ``loss_aux``) and an optional inference-only post-processing module
 ``crf`` (:class:`seg_plugins.modeling.postprocessing.DenseCRF`, DeepLab's dense CRF), applied
