@@ -8,7 +8,6 @@
 """
 
 import os
-import sys
 
 import hypothesis_policy
 import pytest
@@ -36,11 +35,7 @@ def pytest_report_header(config):
 
     from seg_plugins import compat
 
-    record = os.path.join(sys.prefix, ".detectron2_source")
-    source = "not recorded (not built by tools/setup_env.sh)"
-    if os.path.isfile(record):
-        with open(record) as f:
-            source = f.read().strip()
+    source = compat.installed_from() or "not recorded (not built by tools/setup_env.sh)"
     return [
         f"detectron2 {detectron2.__version__} at {os.path.dirname(detectron2.__file__)}; "
         f"compiled ops: {'yes' if compat.has_compiled_ops() else 'no'}; torch {torch.__version__}",

@@ -25,11 +25,12 @@ import importlib.abc
 import importlib.util
 import json
 import logging
+import os
 import re
 import sys
 import threading
 import types
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 from ._import_hooks import before_import, when_imported
 
@@ -38,6 +39,7 @@ __all__ = [
     "applied_repairs",
     "cityscapes_metadata",
     "has_compiled_ops",
+    "installed_from",
     "replace_run_loop",
     "run_loop",
 ]
@@ -65,6 +67,26 @@ def has_compiled_ops() -> bool:
     if mod is not None:
         return not getattr(mod, "IS_FALLBACK", False)
     return importlib.util.find_spec("detectron2._C") is not None
+
+
+def _module_source(name: str) -> str:
+    """The source text of module ``name`` without importing it ("" if it has none): how the
+    repairs for official main detect a breakage before the module runs."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return ""
+    with open(spec.origin, encoding="utf-8") as f:
+        return f.read()
+
+
+def installed_from() -> Optional[str]:
+    """How tools/setup_env.sh installed detectron2 into this Python's venv (its record), or
+    None for an environment it did not build."""
+    record = os.path.join(sys.prefix, ".detectron2_source")
+    if not os.path.isfile(record):
+        return None
+    with open(record, encoding="utf-8") as f:
+        return f.read().strip()
 
 
 def cityscapes_metadata() -> Dict[str, list]:
@@ -305,12 +327,8 @@ def _repair_export_without_caffe2() -> None:
     counting). A stand-in ``api`` keeps the Caffe2-only names, each raising a clear error."""
     if importlib.util.find_spec("caffe2") is not None:
         return
-    spec = importlib.util.find_spec("detectron2.export")
-    if spec is None or spec.origin is None:
-        return
-    with open(spec.origin, encoding="utf-8") as f:
-        if not re.search(r"^from \.api import", f.read(), re.MULTILINE):
-            return  # official main imports api only when caffe2 imports (inside try/else)
+    if not re.search(r"^from \.api import", _module_source("detectron2.export"), re.MULTILINE):
+        return  # official main imports api only when caffe2 imports (inside try/else)
 
     def unavailable(name):
         def fail(*args, **kwargs):
@@ -524,12 +542,8 @@ def _repair_deform_conv_on_cpu() -> None:
     repair routes every device to torchvision already."""
     if not has_compiled_ops():
         return
-    spec = importlib.util.find_spec("detectron2.layers.deform_conv")
-    if spec is None or spec.origin is None:
-        return
-    with open(spec.origin, encoding="utf-8") as f:
-        if _DEFORM_CPU_MESSAGE not in f.read():
-            return  # a detectron2 whose kernels run on CPU itself
+    if _DEFORM_CPU_MESSAGE not in _module_source("detectron2.layers.deform_conv"):
+        return  # a detectron2 whose kernels run on CPU itself
 
     import functools
 
@@ -614,12 +628,8 @@ def _repair_cityscapes_internal_import() -> None:
     exists only inside Meta: on official main both ``CityscapesSemSegEvaluator`` and
     ``CityscapesInstanceEvaluator`` fail with ModuleNotFoundError. That path now resolves to
     the public ``cityscapesscripts`` package (the same module objects)."""
-    spec = importlib.util.find_spec("detectron2.evaluation.cityscapes_evaluation")
-    if spec is None or spec.origin is None:
+    if _CITYSCAPES_INTERNAL not in _module_source("detectron2.evaluation.cityscapes_evaluation"):
         return
-    with open(spec.origin, encoding="utf-8") as f:
-        if _CITYSCAPES_INTERNAL not in f.read():
-            return
     if importlib.util.find_spec("deeplearning") is not None:
         return  # inside Meta, where the path is real
     if not any(isinstance(f, _CityscapesInternalPathFinder) for f in sys.meta_path):

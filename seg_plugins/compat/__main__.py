@@ -39,13 +39,8 @@ WATCHED = (
 def build_info() -> dict:
     import detectron2
 
-    record = os.path.join(sys.prefix, ".detectron2_source")  # written by tools/setup_env.sh
-    installed_from = None
-    if os.path.isfile(record):
-        with open(record) as f:
-            installed_from = f.read().strip()
     return {
-        "installed_from": installed_from,
+        "installed_from": compat.installed_from(),
         "detectron2": detectron2.__version__,
         "location": os.path.dirname(detectron2.__file__),
         "compiled_ops": compat.has_compiled_ops(),
