@@ -29,7 +29,7 @@ fuzz: setup
 	  $(PY) -m pytest tests -m property -p no:cacheprovider --hypothesis-seed=$(FUZZ_SEED) \
 	  --hypothesis-show-statistics $(PYTEST_ARGS)
 
-# Time the demo end to end and check its mIoU target (README "Benchmarks").
+# Time the demo end to end and check its mIoU target (docs/model_zoo.md, docs/benchmarks_demo.md).
 bench-demo: setup
 	$(PY) tools/benchmark_demo.py
 

@@ -5,7 +5,9 @@ Everything here is stock detectron2, the pattern of detectron2's own tools/train
 a ``DefaultTrainer`` with detectron2's default ``DatasetMapper`` and data loaders, and
 detectron2's ``SemSegEvaluator`` / ``COCOEvaluator`` picked by the dataset's evaluator_type.
 The two lines marked ``seg_plugins (1/2)`` and ``(2/2)`` are all it takes to train
-seg_plugins' U-Net, FCN, DeepLabV3 and DeepLabV3+ with it (docs/plugin.md):
+seg_plugins' U-Net, FCN, DeepLabV3 and DeepLabV3+ with it (docs/plugin.md). The evaluator
+choice asks seg_plugins what the model predicts (``task_of(cfg).outputs``, from the class of
+its meta-architecture) instead of keeping a list of meta-architecture names:
 
     python examples/train_with_plain_detectron2.py \\
         --config-file configs/shapes/deeplabv3plus_R18_shapes.yaml MODEL.DEVICE cpu
@@ -31,18 +33,7 @@ from detectron2.evaluation import (
 )
 from detectron2.utils import comm
 
-# Meta-architectures whose outputs are "instances"; PanopticFPN has "sem_seg" as well, and the
-# others (detectron2's SemanticSegmentor, seg_plugins' UNet, FCN, DeepLabV3, DeepLabV3Plus)
-# only "sem_seg".
-DETECTORS = {"GeneralizedRCNN", "RetinaNet"}
-
-
-def predicted_outputs(cfg):
-    """The keys of the configured model's outputs: a subset of {"sem_seg", "instances"}."""
-    arch = cfg.MODEL.META_ARCHITECTURE
-    if arch == "PanopticFPN":
-        return {"sem_seg", "instances"}
-    return {"instances"} if arch in DETECTORS else {"sem_seg"}
+from seg_plugins.modeling.task import task_of  # what a model predicts, from its class
 
 
 class Trainer(DefaultTrainer):
@@ -57,7 +48,9 @@ class Trainer(DefaultTrainer):
         # One type, or several for a dataset with semantic labels and instance annotations
         # (seg_plugins' "shapes": ["sem_seg", "coco"]): keep those the model can feed.
         types = [evaluator_type] if isinstance(evaluator_type, str) else list(evaluator_type)
-        outputs = predicted_outputs(cfg)
+        # What the model predicts ({"sem_seg"}, {"instances"} or both, for Panoptic FPN),
+        # from the class of its meta-architecture (seg_plugins.modeling.task).
+        outputs = task_of(cfg).outputs
         evaluators = []
         if "sem_seg" in types and "sem_seg" in outputs:
             evaluators.append(SemSegEvaluator(dataset_name, output_dir=output_folder))

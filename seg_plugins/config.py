@@ -21,6 +21,10 @@ def add_seg_plugins_config(cfg: CN) -> CN:
     was_frozen = cfg.is_frozen()
     cfg.defrost()
 
+    # --- the task: "semantic", "instance" or "panoptic"; "" = derived from the class of
+    # MODEL.META_ARCHITECTURE (seg_plugins.modeling.task): mapper, evaluators, checks ------
+    _setdefault(cfg.MODEL, "TASK", "")
+
     # --- U-Net (Ronneberger et al., 2015) -------------------------------------------------
     _setdefault(cfg.MODEL, "UNET", CN())
     unet = cfg.MODEL.UNET

@@ -5,12 +5,18 @@
   on two detectron2 builds; both must see the same examples). A test that opts out fails.
 - The report header says which detectron2 this run tests (the CI runs the suite once on the
   PyPI v0.6 fallback and once on official main built from source).
+- The session leaves the working tree as it found it (tests/tree_check.py): a test that
+  writes into the repository fails the run, naming the paths. Skip the check with
+  ``-p no:tests.tree_check`` on a checkout that is being edited during the run.
 """
 
 import os
 
-import hypothesis_policy
 import pytest
+
+from tests import hypothesis_policy
+
+pytest_plugins = ("tests.tree_check",)
 
 hypothesis_policy.load()
 

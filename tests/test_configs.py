@@ -15,7 +15,8 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from seg_plugins import add_seg_plugins_config
-from seg_plugins.engine import Trainer, model_outputs
+from seg_plugins.engine import Trainer
+from seg_plugins.modeling.task import task_of
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
@@ -36,7 +37,7 @@ def _load(path):
 def _batch(cfg, size=64, n=2):
     torch.manual_seed(0)
     channels = len(cfg.MODEL.PIXEL_MEAN)
-    outputs = model_outputs(cfg)
+    outputs = task_of(cfg).outputs
     batch = []
     for _ in range(n):
         item = {"image": torch.randint(0, 256, (channels, size, size), dtype=torch.uint8).float()}
@@ -79,7 +80,7 @@ def test_config_loads_builds_and_trains_two_iterations(path):
     model.eval()
     with torch.no_grad():
         out = model([{"image": batch[0]["image"], "height": 64, "width": 64}])[0]
-    if "sem_seg" in model_outputs(cfg):
+    if "sem_seg" in task_of(cfg).outputs:
         assert out["sem_seg"].shape[-2:] == (64, 64)
         # Training batches are padded to the backbone's size divisibility; with crops that
         # are multiples of it (images smaller than the crop are padded to the crop with the

@@ -4,7 +4,6 @@ sizes, batch included; tools/export_model.py writes and verifies both files; wha
 exported is refused with the reason."""
 
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -22,12 +21,10 @@ from seg_plugins.export import (
     load_exported,
     max_abs_difference,
 )
+from tests.modeling.seg_model_checks import tiny_model_cfg
+from tools import export_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tests", "modeling"))
-sys.path.insert(0, os.path.join(REPO, "tests", "tools"))
-from seg_model_checks import tiny_model_cfg  # noqa: E402
-from tool_loading import load_tool  # noqa: E402
 
 FAMILIES = ["FCN", "UNet", "DeepLabV3", "DeepLabV3Plus"]
 SIZES = [(64, 64), (48, 80)]  # two sizes; 48 x 80 is not square, and not the traced size
@@ -76,7 +73,7 @@ def test_what_cannot_be_exported_is_refused(tmp_path):
 
 
 def test_export_tool_writes_and_verifies_both_formats(tmp_path, capsys):
-    tool = load_tool("export_model")
+    tool = export_model
     model = _model("DeepLabV3")
     from detectron2.checkpoint import DetectionCheckpointer
 
@@ -99,7 +96,7 @@ def test_mask_rcnn_exports_through_detectron2_tracing(tmp_path, capsys):
     """Mask R-CNN through the tool: detectron2's TracingAdapter, TorchScript and ONNX
     (TorchScript-based exporter), dynamic size; every output (boxes, classes, mask logits,
     scores) agrees with PyTorch at two sizes other than the traced one."""
-    tool = load_tool("export_model")
+    tool = export_model
     mask_rcnn = os.path.join(REPO, "configs", "shapes", "mask_rcnn_R18_FPN_GN_shapes.yaml")
     argv = ["--config-file", mask_rcnn, "--output", str(tmp_path / "out"),
             "--example-size", "64x64", "--verify-size", "80x48", "96x128",

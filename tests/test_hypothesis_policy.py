@@ -1,8 +1,9 @@
 """The suite's property-test policy (tests/hypothesis_policy.py) recognises what it must."""
 
-import hypothesis_policy
 from hypothesis import given, seed, settings
 from hypothesis import strategies as st
+
+from tests import hypothesis_policy
 
 
 def _plain():

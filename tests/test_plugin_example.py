@@ -24,11 +24,11 @@ from detectron2.layers import Conv2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone, SemanticSegmentor, build_model
 from detectron2.projects.deeplab import add_deeplab_config
 from detectron2.projects.point_rend import add_pointrend_config
-from modeling.seg_model_checks import TINY_MODELS, make_inputs, train_step_checks
 from torch.nn import functional as F
 
 from seg_plugins.data import register_shapes
 from seg_plugins.modeling.meta_arch import FCN, DeepLabV3, DeepLabV3Plus
+from tests.modeling.seg_model_checks import TINY_MODELS, make_inputs, train_step_checks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(REPO, "examples", "train_with_plain_detectron2.py")

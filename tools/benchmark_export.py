@@ -1,159 +1,17 @@
 #!/usr/bin/env python
 """Benchmark: inference latency of PyTorch eager vs TorchScript vs ONNX Runtime (CPU).
 
-    python tools/benchmark_export.py [--repeats 10] [--markdown docs/benchmarks_export.md]
-    python tools/benchmark_export.py --tiny      # a check in seconds (tests run this)
-
-For FCN-ResNet50, DeepLabV3-ResNet50, DeepLabV3+-ResNet50 (configs/Base-*.yaml, output
-stride 8 / 8 / 16 as configured) and U-Net (configs/Base-UNet.yaml), 21 classes, random
-weights: each model is exported with seg_plugins.export (the exported graph includes the
-normalisation and padding) and the three runtimes predict the same 1 x 3 x 512 x 512 raw image,
-taking turns (order alternating), after one warm-up run each. Eager is the model's own
-forward (``model([{"image": ...}])`` under ``torch.inference_mode``: what
-``seg_plugins.Predictor`` runs); TorchScript is ``torch.jit.load`` of the exported file;
-ONNX Runtime is a CPU session with as many intra-op threads as torch uses. Reported: median
-ms per image, the ratio to eager (< 1: faster), and the largest difference of the exported
-logits from eager's (asserted <= 1e-4; the tool exits 1 otherwise).
+Runs tools/benchmarks/export.py (its docstring says more; --help), as
+`python -m tools.benchmarks.export` does (tools/benchmarks/__init__.py says how
+this script finds the package).
 """
 
-import argparse
-import os
-import statistics
 import sys
-import tempfile
-import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-from benchmark_demo import machine
-
-import seg_plugins  # noqa: F401  (first: repairs detectron2 where needed)
-
-# isort: split
-import numpy as np
-import torch
-from detectron2.config import get_cfg
-from detectron2.modeling import build_model
-
-from seg_plugins import add_seg_plugins_config
-from seg_plugins.export import export_onnx, export_torchscript, load_exported
-
-MODELS = {
-    "FCN-ResNet50": ("configs/Base-FCN.yaml", ["MODEL.RESNETS.DEPTH", 50]),
-    "DeepLabV3-ResNet50": ("configs/Base-DeepLabV3.yaml", ["MODEL.RESNETS.DEPTH", 50]),
-    "DeepLabV3+-ResNet50": ("configs/Base-DeepLabV3Plus.yaml", ["MODEL.RESNETS.DEPTH", 50]),
-    "U-Net": ("configs/Base-UNet.yaml", []),
-}
-TINY_OPTS = {  # same architectures, narrow: the check runs in seconds
-    "FCN-ResNet50": ["MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
-                     "MODEL.FCN.CHANNELS", 8],
-    "DeepLabV3-ResNet50": ["MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
-                           "MODEL.ASPP.CHANNELS", 8],
-    "DeepLabV3+-ResNet50": ["MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
-                            "MODEL.ASPP.CHANNELS", 8, "MODEL.DEEPLABV3PLUS.DECODER_CHANNELS", 8],
-    "U-Net": ["MODEL.UNET.BASE_CHANNELS", 4, "MODEL.UNET.DEPTH", 3],
-}  # fmt: skip
-TOLERANCE = 1e-4
-HEADER = """# Inference latency: PyTorch eager vs TorchScript vs ONNX Runtime (CPU)
-
-`python tools/benchmark_export.py --markdown docs/benchmarks_export.md` (issue 9). Each model
-(random weights, 21 classes) is exported by `seg_plugins.export` (normalisation and padding
-inside the graph); the three runtimes predict the same raw 1x3x512x512 image, taking turns,
-after a warm-up run each. Median ms per image; "vs eager" < 1 is faster. "max diff" is the
-largest |exported - eager| logit (must be <= 1e-4).
-"""
-
-
-def build(name: str, tiny: bool, classes: int = 21):
-    config, opts = MODELS[name]
-    cfg = get_cfg()
-    add_seg_plugins_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, config))
-    cfg.merge_from_list(
-        [*opts, *(TINY_OPTS[name] if tiny else []), "MODEL.SEM_SEG_HEAD.NUM_CLASSES", classes,
-         "MODEL.DEVICE", "cpu"]
-    )  # fmt: skip
-    torch.manual_seed(0)
-    return build_model(cfg).eval()
-
-
-def measure(name: str, args, folder: str) -> dict:
-    model = build(name, args.tiny)
-    size = (args.size, args.size)
-    image = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0)) * 255
-    timings = {}
-    tic = time.perf_counter()
-    onnx_file = export_onnx(model, os.path.join(folder, f"{name}.onnx"), size)
-    ts_file = export_torchscript(model, os.path.join(folder, f"{name}.ts"), size)
-    export_s = time.perf_counter() - tic
-
-    def eager():
-        with torch.inference_mode():
-            return model([{"image": image[0]}])[0]["sem_seg"].numpy()[None]
-
-    runners = {"eager": eager}
-    for key, path in (("TorchScript", ts_file), ("ONNX Runtime", onnx_file)):
-        run = load_exported(path)
-        runners[key] = lambda run=run: run(image.numpy())
-    outputs = {key: run() for key, run in runners.items()}  # warm-up, and the outputs
-    diffs = {key: float(np.abs(out - outputs["eager"]).max()) for key, out in outputs.items()}
-    timings = {key: [] for key in runners}
-    for r in range(args.repeats):
-        for key in list(runners)[:: 1 if r % 2 == 0 else -1]:
-            start = time.perf_counter()
-            runners[key]()
-            timings[key].append(time.perf_counter() - start)
-    ms = {key: 1000 * statistics.median(values) for key, values in timings.items()}
-    return {"ms": ms, "diff": diffs, "export_s": export_s}
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--tiny", action="store_true", help="narrow models, 64 px, 2 repeats")
-    parser.add_argument("--markdown", help="also write the table to this file")
-    args = parser.parse_args(argv)
-    if args.tiny:
-        args.size, args.repeats = 64, 2
-    load_start = os.getloadavg()[0]
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="bench_export_") as folder:
-        for name in MODELS:
-            print(f"[benchmark_export] {name} ...", file=sys.stderr, flush=True)
-            rows.append((name, measure(name, args, folder)))
-    lines = [
-        HEADER,
-        f"Machine: {machine()}; {torch.get_num_threads()} torch / ORT threads; "
-        f"{time.strftime('%Y-%m-%d')}; 1-minute load average {load_start:.1f} at the start, "
-        f"{os.getloadavg()[0]:.1f} at the end; {args.size}x{args.size}, median of "
-        f"{args.repeats} runs each" + (" (tiny check: narrow models)" if args.tiny else ""),
-        "",
-        "| model | eager ms | TorchScript ms (vs eager) | ONNX Runtime ms (vs eager) | "
-        "max diff TorchScript / ONNX | export s |",
-        "|---|---|---|---|---|---|",
-    ]
-    worst = 0.0
-    for name, r in rows:
-        ms, diff = r["ms"], r["diff"]
-        worst = max(worst, diff["TorchScript"], diff["ONNX Runtime"])
-        lines.append(
-            f"| {name} | {ms['eager']:.1f} | {ms['TorchScript']:.1f} "
-            f"({ms['TorchScript'] / ms['eager']:.2f}) | {ms['ONNX Runtime']:.1f} "
-            f"({ms['ONNX Runtime'] / ms['eager']:.2f}) | {diff['TorchScript']:.1e} / "
-            f"{diff['ONNX Runtime']:.1e} | {r['export_s']:.0f} |"
-        )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.markdown:
-        from seg_plugins.utils.file_io import atomic_write_text
-
-        atomic_write_text(args.markdown, text)
-    if worst > TOLERANCE:
-        print(f"FAIL: an exported model differs from eager by {worst:.1e} > {TOLERANCE:.0e}")
-        return 1
-    return 0
-
+if __package__:  # imported as tools.benchmark_export (or run with python -m)
+    from .benchmarks.export import main
+else:  # python tools/benchmark_export.py: tools/ leads the import path
+    from benchmarks.export import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,23 +28,21 @@ import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import seg_plugins  # noqa: E402,F401  (registers models, datasets and config keys)
+import seg_plugins  # noqa: F401  (registers models, datasets and config keys)
 
 # isort: split
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.utils.logger import setup_logger
 
-from seg_plugins.config import add_seg_plugins_config  # noqa: E402
-from seg_plugins.data.spec import DatasetSpecError, register_dataset_specs  # noqa: E402
-from seg_plugins.data.validation import (  # noqa: E402
+from seg_plugins.config import add_seg_plugins_config
+from seg_plugins.data.spec import DatasetSpecError, register_dataset_specs
+from seg_plugins.data.validation import (
     DataProblemError,
     check_dataset_records,
     iter_problem_lines,
 )
-from seg_plugins.utils.file_io import atomic_write_text  # noqa: E402
+from seg_plugins.utils.file_io import atomic_write_text
 
 logger = logging.getLogger("seg_plugins.check_dataset")
 

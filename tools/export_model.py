@@ -42,7 +42,6 @@ from detectron2.utils.logger import setup_logger
 
 from seg_plugins.engine.checkpoint import SafeCheckpointer
 from seg_plugins.engine.cli import ConfigError, setup_cfg
-from seg_plugins.engine.trainer import model_outputs
 from seg_plugins.export import (
     export_instance_model,
     export_onnx,
@@ -50,6 +49,7 @@ from seg_plugins.export import (
     instance_max_abs_difference,
     max_abs_difference,
 )
+from seg_plugins.modeling.task import task_of
 
 logger = logging.getLogger("seg_plugins.export")
 
@@ -87,10 +87,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build(cfg):
-    if model_outputs(cfg) != {"sem_seg"} and cfg.MODEL.META_ARCHITECTURE != "GeneralizedRCNN":
+    try:
+        task = task_of(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if not task.exportable(cfg):
         raise ConfigError(
-            f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE}: this tool exports the "
-            "semantic models and Mask R-CNN (GeneralizedRCNN), not this one"
+            f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE} ({task.name} "
+            "segmentation): this tool exports the semantic models and R-CNNs (Mask R-CNN, "
+            "GeneralizedRCNN), not this one"
         )
     cfg.defrost()
     cfg.MODEL.DEVICE = "cpu"  # exported and verified on the CPU
@@ -117,7 +122,7 @@ def main(argv=None) -> int:
         return 2
     os.makedirs(args.output, exist_ok=True)
     worst = 0.0
-    instance = "instances" in model_outputs(cfg)
+    instance = task_of(cfg).name == "instance"
     for fmt in args.format:
         name, export = EXPORTERS[fmt]
         path = os.path.join(args.output, name)

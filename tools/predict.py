@@ -57,17 +57,16 @@ from PIL import Image
 from tqdm import tqdm
 
 from seg_plugins.engine.cli import ConfigError, setup_cfg
-from seg_plugins.engine.predictor import InputReader, Predictor, class_probabilities
-from seg_plugins.engine.trainer import model_outputs
+from seg_plugins.engine.predictor import InputReader, Predictor
 from seg_plugins.evaluation.plots import save_label_png
 from seg_plugins.evaluation.visualizer import (
     dataset_classes,
     display_scale,
-    predicted_classes,
     read_display_image,
     render_sem_seg,
 )
 from seg_plugins.export import load_exported
+from seg_plugins.modeling.task import SemanticTask, task_of
 from seg_plugins.utils.file_io import atomic_open
 
 logger = logging.getLogger("seg_plugins.predict")
@@ -172,7 +171,11 @@ def output_stems(files, output_dir: str) -> list:
 def build_predictor(cfg) -> Predictor:
     """seg_plugins.Predictor of the config's semantic model with MODEL.WEIGHTS; ConfigError
     when the weights are missing or do not fit the configured model."""
-    if "sem_seg" not in model_outputs(cfg) or "instances" in model_outputs(cfg):
+    try:
+        task = task_of(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if not isinstance(task, SemanticTask):
         raise ConfigError(
             f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE} is not a semantic model; "
             "tools/predict.py needs one (UNet, FCN, DeepLabV3, ...); for Mask R-CNN use "
@@ -214,8 +217,8 @@ def _save_rgb(array: np.ndarray, path: str) -> None:
         Image.fromarray(array).save(f, format="PNG")
 
 
-def _save_probabilities(logits: torch.Tensor, path: str) -> None:
-    probs = class_probabilities(logits)
+def _save_probabilities(task: SemanticTask, logits: torch.Tensor, path: str) -> None:
+    probs = task.probabilities(logits.float())
     with atomic_open(path, "wb") as f:
         np.save(f, probs.cpu().numpy().astype(np.float16))
 
@@ -224,13 +227,14 @@ class OutputWriter:
     """Writes one image's outputs: palette label PNG, overlay, optional probabilities."""
 
     def __init__(self, cfg, probabilities: bool):
+        self.task = task_of(cfg)  # the rule from logits to classes / probabilities
         self.threshold = cfg.MODEL.SEM_SEG_HEAD.BINARY_THRESHOLD
         self.probabilities = probabilities
         dataset = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None
         self.names, self.colors = dataset_classes(dataset, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
 
     def __call__(self, path: str, logits: torch.Tensor, prefix: str) -> None:
-        label = predicted_classes(logits, self.threshold).cpu().numpy()
+        label = self.task.classes(logits, self.threshold).cpu().numpy()
         save_label_png(label, prefix + ".png", self.colors)
         # Small images are enlarged (longer side ~384 px) so that the class names stay legible.
         scale = max(1.0, display_scale(*label.shape))
@@ -239,7 +243,7 @@ class OutputWriter:
         )
         _save_rgb(overlay, prefix + "_overlay.png")
         if self.probabilities:
-            _save_probabilities(logits, prefix + "_prob.npy")
+            _save_probabilities(self.task, logits, prefix + "_prob.npy")
 
 
 def _setup(args):

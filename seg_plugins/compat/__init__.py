@@ -3,7 +3,7 @@
 official main built from source.
 
 Why this exists: on these machines detectron2 is either the v0.6 source release, built
-without its C++ extension, or official main built from source (see README "Installation"
+without its C++ extension, or official main built from source (see docs/install.md
 and DESIGN.md); each has bugs that users hit. Each repair below
 
 - detects its own breakage and applies only then (on a complete, current detectron2 every
@@ -40,6 +40,7 @@ __all__ = [
     "cityscapes_metadata",
     "has_compiled_ops",
     "installed_from",
+    "last_eval_results",
     "replace_run_loop",
     "run_loop",
 ]
@@ -111,6 +112,13 @@ def run_loop(trainer):
 def replace_run_loop(trainer, loop) -> None:
     """Make ``trainer`` (a ``DefaultTrainer``) run its steps with ``loop``."""
     trainer._trainer = loop
+
+
+def last_eval_results(trainer):
+    """The results of a ``DefaultTrainer``'s last evaluation (its EvalHook's), None before
+    any. detectron2 keeps them in the private attribute ``_last_eval_results`` (v0.6 and
+    main; ``train()`` returns them only with TEST.EXPECTED_RESULTS set)."""
+    return getattr(trainer, "_last_eval_results", None)
 
 
 # --------------------------------------------------------------------------- _C extension

@@ -27,9 +27,15 @@ polygons of fewer than 3 points, or asserts, where this one names the problem):
 - problems of the file (not JSON, truncated, not COCO's layout, unknown ids, duplicate ids)
   raise :class:`CocoJsonError` (a ``DataProblemError``): a broken file cannot be half-used;
 - problems of single images (degenerate polygons, empty boxes, bad RLE, missing image files)
-  raise ``DataProblemError`` naming each, or, with ``skip_bad=True`` at registration or inside
-  ``with skip_bad_images():`` (the Trainer's ``DATASETS.SKIP_BAD_SAMPLES``), their images are
-  dropped, counted and logged (:func:`pop_skipped` hands the list to the skip report).
+  raise ``DataProblemError`` naming each, or, with ``skip_bad=True`` at registration, their
+  images are dropped, counted and logged.
+
+What ``DatasetCatalog`` holds for such a dataset is a :class:`CheckedCocoLoader`: calling it
+loads as registered, and its :meth:`~CheckedCocoLoader.load` takes the choice to skip as an
+argument and returns what it dropped, as a value. The Trainer loads through
+``seg_plugins.data.build.checked_dataset_dicts``, which calls ``load`` with
+``DATASETS.SKIP_BAD_SAMPLES`` (overriding ``skip_bad``, both ways) and puts the dropped images
+into its skip report.
 
 Example::
 
@@ -42,15 +48,14 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
 import logging
 import math
 import os
 import re
 from collections import defaultdict
-from typing import Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -61,13 +66,13 @@ from .io import image_size
 from .validation import DataProblemError, Problem, filter_bad_records, size_mismatch
 
 __all__ = [
+    "CheckedCocoLoader",
     "CocoJsonError",
+    "CocoLoad",
     "check_coco_json",
     "check_mask_format",
     "load_coco_instances_checked",
-    "pop_skipped",
     "register_coco_instances_checked",
-    "skip_bad_images",
 ]
 
 logger = logging.getLogger(__name__)
@@ -79,10 +84,6 @@ _FIX_FILE = (
     "tool); see datasets/README.md, 'COCO-format instance datasets'."
 )
 _REENCODE = "re-encode the mask with pycocotools.mask.encode(np.asfortranarray(mask))"
-# Within `with skip_bad_images(...)`: overrides the skip_bad given at registration.
-_skip_override: bool | None = None
-# dataset name -> {"total": images in the JSON, "skipped": [...]} of its last load
-_SKIPPED: dict[str, dict] = {}
 
 
 class CocoJsonError(DataProblemError):
@@ -578,71 +579,91 @@ def _set_classes(dataset_name: str, categories: list, json_file: str) -> dict:
     return values["thing_dataset_id_to_contiguous_id"]
 
 
+class CocoLoad(NamedTuple):
+    """What one load of a checked COCO dataset gave."""
+
+    records: list[dict]  # detectron2's standard dicts of the images kept
+    skipped: list[dict]  # [{"file_name", "problems": [...]}, ...] of the images dropped
+    total: int  # images in the JSON, kept or not
+
+
+@dataclass(frozen=True)
+class CheckedCocoLoader:
+    """The loader :func:`register_coco_instances_checked` registers in ``DatasetCatalog``.
+
+    Calling it (what ``DatasetCatalog.get`` does) returns the records, dropping bad images
+    when ``skip_bad`` (the registration's choice). :meth:`load` takes that choice as an
+    argument and returns what was dropped, so a caller decides per load
+    (``seg_plugins.data.build.checked_dataset_dicts``: ``DATASETS.SKIP_BAD_SAMPLES``) and
+    gets the skipped images as a value; nothing is kept between loads.
+
+    Example::
+
+        loader = CheckedCocoLoader("train.json", "images", "cells_train", skip_bad=False)
+        records = loader()  # raises DataProblemError on a bad image
+        records, skipped, total = loader.load(skip=True)  # drops it, and says so
+    """
+
+    json_file: str
+    image_root: str
+    dataset_name: str
+    skip_bad: bool = False
+
+    def __call__(self) -> list[dict]:
+        return self.load(self.skip_bad).records
+
+    def load(self, skip: bool) -> CocoLoad:
+        """The records of the JSON, checked first by :func:`check_coco_json`; sets the
+        metadata's thing_classes and thing_dataset_id_to_contiguous_id.
+
+        Raises:
+            CocoJsonError: the file cannot be used (its problems, each with the fix).
+            DataProblemError: images with problems, unless ``skip``, which drops them and
+                logs a counted summary.
+        """
+        json_file, image_root = os.fspath(self.json_file), os.fspath(self.image_root)
+        name = self.dataset_name
+        data, problems, per_image, images, by_image = _check(json_file, image_root)
+        for p in problems:
+            if not p.fatal:
+                logger.warning("dataset '%s': %s", name, p)
+        fatal = [p for p in problems if p.fatal]
+        if fatal:
+            raise CocoJsonError(fatal, name)
+        id_map = _set_classes(name, data["categories"], json_file)
+        records = [
+            _record(images[i], by_image.get(i, []), image_root, id_map, convert=i not in per_image)
+            for i in sorted(images)
+        ]
+        index = {record["image_id"]: k for k, record in enumerate(records)}
+        kept, skipped = filter_bad_records(
+            name, records, {index[i]: ps for i, ps in per_image.items()}, skip=bool(skip)
+        )
+        logger.info(
+            "dataset '%s': %d images, %d annotations from %s",
+            name,
+            len(kept),
+            sum(len(r["annotations"]) for r in kept),
+            json_file,
+        )
+        return CocoLoad(kept, skipped, len(records))
+
+
 def load_coco_instances_checked(
     json_file: str, image_root: str, dataset_name: str, *, skip_bad: bool = False
 ) -> list[dict]:
     """detectron2's standard dicts of a COCO instances JSON (the same as detectron2's
     ``load_coco_json``, images sorted by id, category ids mapped to 0..K-1), checked first
     by :func:`check_coco_json`; sets the metadata's thing_classes and
-    thing_dataset_id_to_contiguous_id.
+    thing_dataset_id_to_contiguous_id. :meth:`CheckedCocoLoader.load` also returns what
+    was skipped.
 
     Raises:
         CocoJsonError: the file cannot be used (its problems, each with the fix).
-        DataProblemError: images with problems, unless ``skip_bad`` (or inside
-            ``with skip_bad_images():``), which drops them and logs a counted summary.
+        DataProblemError: images with problems, unless ``skip_bad``, which drops them and
+            logs a counted summary.
     """
-    json_file, image_root = os.fspath(json_file), os.fspath(image_root)
-    data, problems, per_image, images, by_image = _check(json_file, image_root)
-    for p in problems:
-        if not p.fatal:
-            logger.warning("dataset '%s': %s", dataset_name, p)
-    fatal = [p for p in problems if p.fatal]
-    if fatal:
-        raise CocoJsonError(fatal, dataset_name)
-    id_map = _set_classes(dataset_name, data["categories"], json_file)
-    records = [
-        _record(images[i], by_image.get(i, []), image_root, id_map, convert=i not in per_image)
-        for i in sorted(images)
-    ]
-    index = {record["image_id"]: k for k, record in enumerate(records)}
-    skip = skip_bad if _skip_override is None else _skip_override
-    kept, skipped = filter_bad_records(
-        dataset_name, records, {index[i]: ps for i, ps in per_image.items()}, skip=skip
-    )
-    _SKIPPED.pop(dataset_name, None)
-    if skipped:
-        _SKIPPED[dataset_name] = {"total": len(records), "skipped": skipped}
-    logger.info(
-        "dataset '%s': %d images, %d annotations from %s",
-        dataset_name,
-        len(kept),
-        sum(len(r["annotations"]) for r in kept),
-        json_file,
-    )
-    return kept
-
-
-@contextlib.contextmanager
-def skip_bad_images(skip: bool = True) -> Iterator[None]:
-    """Within the block, the loaders of :func:`register_coco_instances_checked` drop the
-    images with problems (``skip`` True) or raise on them (False), whatever ``skip_bad``
-    their registration gave. For the Trainer's ``DATASETS.SKIP_BAD_SAMPLES``::
-
-        with skip_bad_images(cfg.DATASETS.SKIP_BAD_SAMPLES):
-            dicts = DatasetCatalog.get(name)
-    """
-    global _skip_override
-    old, _skip_override = _skip_override, bool(skip)
-    try:
-        yield
-    finally:
-        _skip_override = old
-
-
-def pop_skipped(dataset_name: str) -> dict | None:
-    """``{"total": images in the JSON, "skipped": [{"file_name", "problems"}, ...]}`` of the
-    last load of ``dataset_name`` that skipped images (None if none); forgotten after."""
-    return _SKIPPED.pop(dataset_name, None)
+    return CheckedCocoLoader(json_file, image_root, dataset_name, skip_bad)()
 
 
 # --------------------------------------------------------------------------- registration
@@ -656,7 +677,7 @@ def register_coco_instances_checked(
     skip_bad: bool = False,
 ) -> None:
     """Register ``name``: the COCO instances ``json_file`` with its images under
-    ``image_root``, loaded by :func:`load_coco_instances_checked` on ``DatasetCatalog.get``
+    ``image_root``, loaded by a :class:`CheckedCocoLoader` on ``DatasetCatalog.get``
     (nothing is read now).
 
     Args:
@@ -664,7 +685,8 @@ def register_coco_instances_checked(
             thing_dataset_id_to_contiguous_id come from the JSON when it is loaded.
         evaluator_type: read by seg_plugins' Trainer; "coco" gives detectron2's
             COCOEvaluator (bbox, and segm with MODEL.MASK_ON).
-        skip_bad: drop images with problems (counted and logged) instead of raising.
+        skip_bad: drop images with problems (counted and logged) instead of raising; the
+            Trainer's ``DATASETS.SKIP_BAD_SAMPLES`` overrides it.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")
@@ -677,10 +699,7 @@ def register_coco_instances_checked(
         )
     json_file = os.path.expanduser(os.fspath(json_file))
     image_root = os.path.expanduser(os.fspath(image_root))
-    loader = functools.partial(
-        load_coco_instances_checked, json_file, image_root, name, skip_bad=skip_bad
-    )
-    DatasetCatalog.register(name, loader)
+    DatasetCatalog.register(name, CheckedCocoLoader(json_file, image_root, name, bool(skip_bad)))
     MetadataCatalog.get(name).set(
         json_file=json_file, image_root=image_root, evaluator_type=evaluator_type, **metadata
     )

@@ -35,11 +35,12 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
+from detectron2.data import build_detection_train_loader
 from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
 from torch.utils import data as torchdata
 
-__all__ = ["BatchPlan", "ResumableTrainLoader"]
+__all__ = ["BatchPlan", "ResumableTrainLoader", "build_train_loader"]
 
 logger = logging.getLogger(__name__)
 
@@ -237,3 +238,25 @@ class ResumableTrainLoader:
             generator=torch.Generator().manual_seed(self.seed),
         )
         yield from loader
+
+
+def build_train_loader(cfg, dataset: list, mapper: Callable):
+    """The training loader of ``dataset`` (records) and ``mapper``: a
+    :class:`ResumableTrainLoader` with DATALOADER.RESUMABLE (and detectron2's
+    TrainingSampler), else detectron2's ``build_detection_train_loader``."""
+    if cfg.DATALOADER.RESUMABLE:
+        if cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler":
+            return ResumableTrainLoader(
+                dataset,
+                mapper,
+                cfg.SOLVER.IMS_PER_BATCH,
+                seed=cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed(),
+                num_workers=cfg.DATALOADER.NUM_WORKERS,
+                aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+            )
+        logger.warning(
+            f"DATALOADER.SAMPLER_TRAIN={cfg.DATALOADER.SAMPLER_TRAIN}: detectron2's loader, "
+            f"which restarts its stream on --resume (DATALOADER.RESUMABLE supports "
+            f"TrainingSampler only)"
+        )
+    return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)

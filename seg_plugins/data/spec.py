@@ -60,8 +60,6 @@ _SPLIT_KEYS = {
     "sem_seg_folder": {"images", "masks", "image_ext", "mask_ext"},
     "coco_instances": {"json", "images"},
 }
-# spec file (absolute) -> names it registered; a second call with the same file is a no-op
-_REGISTERED: dict[str, list[str]] = {}
 
 
 class DatasetSpecError(ValueError):
@@ -180,9 +178,13 @@ def register_dataset_spec(path: str) -> list[str]:
     the same file does nothing; a name that something else registered is an error."""
     spec = load_dataset_spec(path)
     path = spec["_path"]
-    if path in _REGISTERED:
-        return list(_REGISTERED[path])
     names = _names(spec)
+    # registered from this very file before (the catalogs remember it, not this module)
+    if all(
+        n in DatasetCatalog and MetadataCatalog.get(n).get("dataset_spec", None) == path
+        for n in names
+    ):
+        return names
     taken = [n for n in names if n in DatasetCatalog.list()]
     if taken:
         _fail(path, f"dataset name(s) {taken} are already registered; change 'name'")
@@ -226,7 +228,6 @@ def register_dataset_spec(path: str) -> list[str]:
         register_cityscapes(root, prefix=spec["name"], splits=tuple(spec["splits"]))
     for name in names:
         MetadataCatalog.get(name).set(dataset_spec=path)
-    _REGISTERED[path] = names
     logger.info("registered %s from dataset spec %s", names, path)
     return names
 

@@ -1,4 +1,7 @@
-from .launch import launch
-from .trainer import Trainer, model_outputs
+"""Training, evaluation and prediction: the Trainer (detectron2's DefaultTrainer wired to the
+model's task), tools/train_net.py's entry point, the launcher and the Predictor."""
 
-__all__ = ["Trainer", "launch", "model_outputs"]
+from .launch import launch
+from .trainer import Trainer
+
+__all__ = ["Trainer", "launch"]

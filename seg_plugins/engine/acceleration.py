@@ -116,3 +116,12 @@ def compile_model(model: nn.Module, *, backend: str = "inductor", mode: str = ""
         )
     logger.info(f"torch.compile (backend {backend!r}, mode {mode or 'default'!r}): {compiled}")
     return compiled
+
+
+def apply_speed_options(model: nn.Module, cfg) -> nn.Module:
+    """MODEL.CHANNELS_LAST and MODEL.COMPILE.* on a built model, in place (docs/speed.md)."""
+    if cfg.MODEL.CHANNELS_LAST:
+        to_channels_last(model)
+    if cfg.MODEL.COMPILE.ENABLED:
+        compile_model(model, backend=cfg.MODEL.COMPILE.BACKEND, mode=cfg.MODEL.COMPILE.MODE)
+    return model

@@ -34,12 +34,15 @@ import json
 import logging
 import os
 import pickle
+import random
 import re
 import zipfile
 
+import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
+from ..data.resumable import ResumableTrainLoader
 from ..utils.file_io import atomic_open, atomic_write_text
 
 __all__ = [
@@ -47,7 +50,11 @@ __all__ = [
     "CheckpointError",
     "SafeCheckpointer",
     "SHAPE_MISMATCH_POLICIES",
+    "load_resume_state",
+    "resume_state",
+    "rng_state",
     "safe_pickle_load",
+    "set_rng_state",
     "trim_metrics_for_resume",
 ]
 
@@ -393,3 +400,73 @@ def trim_metrics_for_resume(path: str, start_iter: int) -> int:
     removed = data[cut:].count(b"\n") + (0 if data.endswith(b"\n") else 1)
     os.truncate(path, cut)
     return removed
+
+
+# --------------------------------------------------------------------------- resume state
+def resume_state(run_loop, scheduler, data_loader) -> dict:
+    """What a resumed run needs beyond detectron2's trainer state (iteration, hooks), so
+    that it continues exactly as the uninterrupted one: the run loop's state (optimizer,
+    gradient scaler, skipped-step count), the LR scheduler's, this process' RNG states
+    (dropout and anything else drawn in the main process) and the training data's seed
+    (DATALOADER.RESUMABLE's :class:`ResumableTrainLoader`).
+
+    detectron2 v0.6's DefaultTrainer saves neither the optimizer (its SimpleTrainer's state)
+    nor a scheduler that is not a private ``_LRScheduler`` subclass (its LRScheduler hook
+    skips those): a resume restarted AdamW's moments / SGD's momentum. Official main saves
+    the run loop's state under this same key "_trainer" (the same value)."""
+    state = {"_trainer": run_loop.state_dict(), "rng": rng_state()}
+    if hasattr(scheduler, "state_dict"):
+        state["lr_scheduler"] = scheduler.state_dict()
+    if isinstance(data_loader, ResumableTrainLoader):
+        state["data_seed"] = data_loader.seed
+    return state
+
+
+def load_resume_state(state: dict, run_loop, scheduler, data_loader) -> None:
+    """Restore what :func:`resume_state` saved (each part only if the checkpoint has it)."""
+    if "_trainer" in state:
+        run_loop.load_state_dict(state["_trainer"])
+    if "lr_scheduler" in state:
+        scheduler.load_state_dict(state["lr_scheduler"])
+    if "rng" in state:
+        set_rng_state(state["rng"])
+    if "data_seed" in state and isinstance(data_loader, ResumableTrainLoader):
+        data_loader.seed = int(state["data_seed"])
+
+
+def rng_state() -> dict:
+    """This process' python, numpy and torch (CPU and CUDA) RNG states, in types that
+    ``torch.load(weights_only=True)`` accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore the RNG states of :func:`rng_state`."""
+    random.setstate(_as_tuples(state["python"]))
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuples(value):
+    """random.setstate wants tuples; a checkpoint round trip may give lists."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_as_tuples(v) for v in value)
+    return value

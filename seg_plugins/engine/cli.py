@@ -28,6 +28,7 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from .. import compat
 from ..config import add_seg_plugins_config
 from ..data.spec import DatasetSpecError, register_dataset_specs
 from .checkpoint import SafeCheckpointer
@@ -137,8 +138,13 @@ def _check_datasets(cfg: CfgNode) -> None:
                 )
 
 
-def _main_worker(args):
-    cfg = setup_cfg(args)
+def _main_worker(args, cfg: CfgNode, parent_pid: int):
+    """One process of the run, on the config that :func:`main` set up and checked. The
+    parent process registered DATASETS.SPECS; a process it started (a new interpreter, with
+    an empty DatasetCatalog) registers them again. Nothing else is repeated."""
+    prepared = os.getpid() == parent_pid
+    if not prepared:
+        register_dataset_specs(cfg)
     default_setup(cfg, args)
     # default_setup configures the "detectron2" and "fvcore" loggers; ours too.
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="seg_plugins")
@@ -156,10 +162,10 @@ def _main_worker(args):
         if comm.is_main_process():
             verify_results(cfg, results)
     else:
-        trainer = Trainer(cfg)
+        trainer = Trainer(cfg, prepared=True)  # checked by main() before any process started
         trainer.resume_or_load(resume=args.resume)
         trainer.train()
-        results = getattr(trainer, "_last_eval_results", None)
+        results = compat.last_eval_results(trainer)
     if comm.is_main_process() and results:
         _log_summary(results)
     return results
@@ -213,7 +219,7 @@ def main(argv: Optional[List[str]] = None):
     try:
         cfg = setup_cfg(args)  # validate once, before any process starts
         try:  # impossible values / combinations for training and evaluating this config
-            check_config(cfg)  # (not in setup_cfg: tools/predict.py ignores DATASETS)
+            check_config(cfg)  # (not in setup_cfg: the other tools ignore DATASETS)
         except ValueError as e:
             raise ConfigError(str(e)) from None
         backend = "nccl" if cfg.MODEL.DEVICE.startswith("cuda") else "gloo"
@@ -234,6 +240,6 @@ def main(argv: Optional[List[str]] = None):
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
-        args=(args,),
+        args=(args, cfg, os.getpid()),
         backend=backend,
     )

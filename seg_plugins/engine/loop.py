@@ -45,6 +45,17 @@ def amp_dtype(precision: str, device_type: str) -> torch.dtype:
     return _PRECISIONS[precision]
 
 
+def with_amp(cfg, enabled: bool):
+    """A copy of ``cfg`` with SOLVER.AMP.ENABLED = ``enabled`` (frozen if ``cfg`` was)."""
+    cfg = cfg.clone()
+    frozen = cfg.is_frozen()
+    cfg.defrost()
+    cfg.SOLVER.AMP.ENABLED = enabled
+    if frozen:
+        cfg.freeze()
+    return cfg
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")

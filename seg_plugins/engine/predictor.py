@@ -44,24 +44,16 @@ from PIL import Image, ImageOps
 
 from ..data.io import RAW_FORMAT, read_image
 from ..data.mapper import normalize_intensity
-from ..evaluation.visualizer import predicted_classes
+from ..modeling.task import SemanticTask, task_of
 from .acceleration import InferenceRunner
 from .checkpoint import CheckpointError, SafeCheckpointer
 from .loop import amp_dtype
-from .trainer import model_outputs
 
-__all__ = ["InputReader", "Predictor", "class_probabilities"]
+__all__ = ["InputReader", "Predictor"]
 
 logger = logging.getLogger(__name__)
 
 _ARRAY_FORMATS = ("BGR", "RGB")
-
-
-def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Softmax over the K channels of logits (K, H, W); a binary model's one channel: the
-    foreground probability sigmoid(logit), shape (1, H, W)."""
-    logits = logits.float()
-    return logits.sigmoid() if logits.shape[0] == 1 else logits.softmax(dim=0)
 
 
 class InputReader:
@@ -153,7 +145,8 @@ class Predictor:
             cfg.MODEL.DEVICE = "cpu"
         cfg.freeze()
         self.cfg = cfg
-        self.outputs = model_outputs(cfg)
+        self.task = task_of(cfg)  # semantic / instance / panoptic: inputs and outputs
+        self.outputs = self.task.outputs
         self.reader = InputReader(cfg)
         self.binary_threshold = float(cfg.MODEL.SEM_SEG_HEAD.BINARY_THRESHOLD)
         self.model = build_model(cfg).eval()
@@ -220,20 +213,18 @@ class Predictor:
     # ------------------------------------------------------------------------- outputs
     def _result(self, output: dict, probabilities: bool) -> dict:
         result = {}
-        if "sem_seg" in output and "instances" not in self.outputs:
+        if "sem_seg" in output:
             logits = output["sem_seg"].float()
             result["sem_seg"] = logits
-            result["classes"] = predicted_classes(logits, self.binary_threshold).cpu().numpy()
-            if probabilities:
-                result["probabilities"] = class_probabilities(logits).cpu().numpy()
+            # the task's rule (binary mode: sigmoid > MODEL.SEM_SEG_HEAD.BINARY_THRESHOLD)
+            result["classes"] = self.task.classes(logits, self.binary_threshold).cpu().numpy()
+            if probabilities and isinstance(self.task, SemanticTask):
+                result["probabilities"] = self.task.probabilities(logits).cpu().numpy()
         if "instances" in output:
             result["instances"] = output["instances"].to("cpu")
         if "panoptic_seg" in output:
             seg, info = output["panoptic_seg"]
             result["panoptic_seg"] = (seg.cpu().numpy(), info)
-        if "sem_seg" in output and "instances" in self.outputs:
-            result["sem_seg"] = output["sem_seg"].float()
-            result["classes"] = output["sem_seg"].argmax(dim=0).cpu().numpy()
         return result
 
     def __call__(self, image, *, probabilities: bool = False, input_format: str = "BGR") -> dict:

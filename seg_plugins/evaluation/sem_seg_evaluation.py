@@ -19,7 +19,7 @@ All figures are reported in percent, as detectron2 does.
 
 Binary mode (a model with MODEL.SEM_SEG_HEAD.NUM_CLASSES 1 outputs one foreground-logit
 channel): the prediction is foreground where sigmoid(logit) > ``binary_threshold``
-(:func:`seg_plugins.modeling.losses.binary_logits_to_two_class`) and the dataset counts as 2
+(:func:`seg_plugins.structures.binary_logits_to_two_class`) and the dataset counts as 2
 classes, 0 = background and 1 = foreground, so every metric above is reported for both;
 ``fgDice`` is then the foreground Dice. The dataset's ``stuff_classes`` should name both,
 e.g. ["background", "vessel"]; a dataset naming a single class (["vessel"]) is read as its
@@ -52,7 +52,7 @@ from tabulate import tabulate
 
 from ..data.io import read_label
 from ..data.labels import apply_label_transform
-from ..modeling.losses import binary_logits_to_two_class, check_binary_threshold
+from ..structures import binary_logits_to_two_class, check_binary_threshold
 from ..utils.file_io import atomic_write_text
 from .confusion import (
     argmax_channels_numpy,

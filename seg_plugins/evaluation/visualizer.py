@@ -9,7 +9,8 @@ The evaluator computes no metric (``evaluate`` returns ``{}``) and costs almost 
 during ``process`` the main process keeps, for its first N images only, the file names and
 the predicted class map (H, W) (uint8, or int32 beyond 256 classes) on the CPU; images and
 label maps are read back from their files in ``evaluate``. Binary models (one logit channel)
-are thresholded like :class:`SemSegMetricsEvaluator` does (sigmoid > BINARY_THRESHOLD).
+are thresholded like :class:`SemSegMetricsEvaluator` does (sigmoid > BINARY_THRESHOLD,
+:func:`seg_plugins.structures.sem_seg_classes`).
 Figures are written like those of :mod:`seg_plugins.evaluation.plots` (Agg, atomic).
 """
 
@@ -34,7 +35,7 @@ from matplotlib.patches import Patch
 
 from ..data.io import read_image, read_label
 from ..data.labels import apply_label_transform
-from ..modeling.losses import binary_logits_to_two_class, check_binary_threshold
+from ..structures import check_binary_threshold, sem_seg_classes
 from .plots import DPI, class_colors, default_palette, save_figure
 
 __all__ = [
@@ -43,7 +44,6 @@ __all__ = [
     "display_scale",
     "image_for_display",
     "overlay_figure",
-    "predicted_classes",
     "read_display_image",
     "render_sem_seg",
     "save_overlay",
@@ -232,16 +232,6 @@ def save_overlay(path: str, *args, **kwargs) -> str:
 
 
 # ----------------------------------------------------------------------------- evaluator
-def predicted_classes(logits: torch.Tensor, binary_threshold: float = 0.5) -> torch.Tensor:
-    """Class map of shape (H, W) from logits of shape (K, H, W); one-channel (binary)
-    logits give 1 where sigmoid(logit) > ``binary_threshold``, else 0."""
-    if logits.dim() != 3:
-        raise ValueError(f"expected logits of shape (K, H, W), got {tuple(logits.shape)}")
-    if logits.shape[0] == 1:
-        logits = binary_logits_to_two_class(logits, binary_threshold)
-    return logits.argmax(dim=0)
-
-
 def dataset_classes(dataset_name: str | None, num_channels: int) -> tuple[list[str], np.ndarray]:
     """K class names and (K, 3) uint8 colours for a model with ``num_channels`` output
     channels, from the dataset's ``stuff_classes`` / ``stuff_colors`` as
@@ -342,7 +332,7 @@ class SemSegVisualizer(DatasetEvaluator):
                 continue  # nothing to read the image back from
             logits = out["sem_seg"]
             self._num_channels = int(logits.shape[0])
-            pred = predicted_classes(logits, self._threshold)
+            pred = sem_seg_classes(logits, self._threshold)
             dtype = torch.uint8 if self._num_channels <= 256 else torch.int32
             self._kept.append(
                 {

@@ -12,15 +12,16 @@ graph, finite gradients) for a batch whose pixels are all ``ignore_value`` --
 ``F.cross_entropy(reduction="mean")`` returns NaN there (0 / 0), which would poison the
 weights for the rest of training.
 
-Binary mode: logits with ONE channel (MODEL.SEM_SEG_HEAD.NUM_CLASSES: 1, see :func:`is_binary`)
-hold the foreground logit x, p = sigmoid(x); targets are 0 (background), 1 (foreground) or
-``ignore_value``. Its "classes" are these two: class weights are [background, foreground],
-cross-entropy becomes binary cross-entropy with logits, and Dice treats it exactly as the
-2-class softmax on logits [0, x] (whose probabilities are [1 - p, p]). For the
-foreground-only Dice of smp / MONAI's sigmoid mode, set DICE_INCLUDE_BACKGROUND: False.
-A decision is ``p > threshold`` (MODEL.SEM_SEG_HEAD.BINARY_THRESHOLD);
-:func:`binary_logits_to_two_class` turns the logit into 2-class scores whose argmax is that
-decision, for code that argmaxes over classes.
+Binary mode (the convention of :mod:`seg_plugins.structures`): logits with ONE channel
+(MODEL.SEM_SEG_HEAD.NUM_CLASSES: 1) hold the foreground logit x, p = sigmoid(x); targets are
+0 (background), 1 (foreground) or ``ignore_value``. Its "classes" are these two: class weights
+are [background, foreground], cross-entropy becomes binary cross-entropy with logits, and Dice
+treats it exactly as the 2-class softmax on logits [0, x] (whose probabilities are
+[1 - p, p]). For the foreground-only Dice of smp / MONAI's sigmoid mode, set
+DICE_INCLUDE_BACKGROUND: False. A decision is ``p > threshold``
+(MODEL.SEM_SEG_HEAD.BINARY_THRESHOLD); :func:`seg_plugins.structures.sem_seg_classes` makes
+it, and :func:`~seg_plugins.structures.binary_logits_to_two_class` turns the logit into
+2-class scores whose argmax is that decision, for code that argmaxes over classes.
 
 Conventions:
 
@@ -55,13 +56,12 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from ..structures import is_binary
+
 __all__ = [
     "SEM_SEG_LOSSES",
-    "binary_logits_to_two_class",
     "build_sem_seg_loss",
-    "check_binary_threshold",
     "check_target_values",
-    "is_binary",
     "sem_seg_cross_entropy",
     "sem_seg_dice",
     "sem_seg_dice_ce",
@@ -69,50 +69,12 @@ __all__ = [
 ]
 
 
-def is_binary(num_classes: int) -> bool:
-    """Whether NUM_CLASSES selects the binary mode: one sigmoid channel, targets 0/1."""
-    return int(num_classes) == 1
-
-
-def binary_logits_to_two_class(logits: Tensor, threshold: float = 0.5) -> Tensor:
-    """Scores of shape (N, 2, H, W) (or (2, H, W)) from one-channel logits x of shape
-    (N, 1, H, W) (or (1, H, W)): channel 0 is 0 and channel 1 is ``x - logit(threshold)``.
-
-    Their argmax is 1 exactly where ``x > logit(threshold)``, i.e. where
-    ``sigmoid(x) > threshold`` (up to the float rounding of the sigmoid); a tie goes to class 0,
-    as ``torch.argmax`` returns the first maximum. Softmax of the scores is NOT the calibrated
-    probability unless threshold = 0.5 (then it is [1 - sigmoid(x), sigmoid(x)]).
-    """
-    if logits.dim() < 3 or logits.shape[-3] != 1:
-        raise ValueError(
-            f"expected one-channel logits of shape (N, 1, H, W) or (1, H, W), got "
-            f"{tuple(logits.shape)}"
-        )
-    offset = _logit(check_binary_threshold(threshold))
-    return torch.cat([torch.zeros_like(logits), logits - offset], dim=-3)
-
-
-def check_binary_threshold(threshold: float) -> float:
-    """Return ``threshold`` as a float, or raise unless it is a probability in (0, 1)."""
-    threshold = float(threshold)
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(
-            f"binary threshold {threshold} is not a probability in (0, 1); set "
-            f"MODEL.SEM_SEG_HEAD.BINARY_THRESHOLD to e.g. 0.5"
-        )
-    return threshold
-
-
-def _logit(p: float) -> float:
-    return math.log(p / (1.0 - p))
-
-
 # ----------------------------------------------------------------------------- input checks
 
 
 def _num_target_classes(logits: Tensor) -> int:
     """K for softmax logits; 2 (background, foreground) for one-channel binary logits."""
-    return 2 if logits.shape[1] == 1 else logits.shape[1]
+    return 2 if is_binary(logits.shape[1]) else logits.shape[1]
 
 
 def _labelled(logits: Tensor, targets: Tensor, ignore_value: int) -> Tensor:
@@ -141,7 +103,7 @@ def _labelled(logits: Tensor, targets: Tensor, ignore_value: int) -> Tensor:
 
 
 def _check_binary_ignore(num_logits: int, ignore_value: int) -> None:
-    if num_logits == 1 and ignore_value in (0, 1):
+    if is_binary(num_logits) and ignore_value in (0, 1):
         raise ValueError(
             f"binary mode (one logit channel) needs an ignore value other than 0 and 1, got "
             f"{ignore_value}; set MODEL.SEM_SEG_HEAD.IGNORE_VALUE to e.g. 255"
@@ -152,7 +114,7 @@ def check_target_values(targets: Tensor, num_logits: int, ignore_value: int) -> 
     """Raise a ValueError naming the bad values unless every target is a class id in
     [0, K) or ``ignore_value`` (K = ``num_logits``; 2 in binary mode, ``num_logits`` = 1).
     On an accelerator this reads the result back (a host sync): call it on CPU targets."""
-    binary = num_logits == 1
+    binary = is_binary(num_logits)
     k = 2 if binary else num_logits
     _check_binary_ignore(num_logits, ignore_value)
     bad = (targets != ignore_value) & ((targets < 0) | (targets >= k))
@@ -170,14 +132,12 @@ def check_target_values(targets: Tensor, num_logits: int, ignore_value: int) -> 
         )
 
 
-def _class_weight_tensor(
-    class_weights: Sequence[float] | None, logits: Tensor
-) -> Tensor | None:
+def _class_weight_tensor(class_weights: Sequence[float] | None, logits: Tensor) -> Tensor | None:
     if class_weights is None or len(class_weights) == 0:
         return None
     k = _num_target_classes(logits)
     if len(class_weights) != k:
-        binary = logits.shape[1] == 1
+        binary = is_binary(logits.shape[1])
         what = "2 weights [background, foreground] in binary mode" if binary else "one per class"
         raise ValueError(
             f"got {len(class_weights)} class weights for logits of {logits.shape[1]} "
@@ -207,7 +167,7 @@ def _safe_div(num: Tensor, den: Tensor) -> Tensor:
 def _pixel_cross_entropy(logits: Tensor, targets: Tensor, labelled: Tensor) -> Tensor:
     """Unweighted per-pixel CE (or BCE for one channel) of shape (N, H, W); 0 where unlabelled."""
     safe_targets = targets.masked_fill(~labelled, 0)  # ignore_value may be out of range
-    if logits.shape[1] == 1:
+    if is_binary(logits.shape[1]):
         ce = F.binary_cross_entropy_with_logits(
             logits[:, 0], safe_targets.to(logits.dtype), reduction="none"
         )
@@ -216,8 +176,9 @@ def _pixel_cross_entropy(logits: Tensor, targets: Tensor, labelled: Tensor) -> T
     return ce * labelled
 
 
-def _top_k_weighted_mean(pixel_loss: Tensor, pixel_weight: Tensor, labelled: Tensor,
-                         top_k_percent: float) -> Tensor:
+def _top_k_weighted_mean(
+    pixel_loss: Tensor, pixel_weight: Tensor, labelled: Tensor, top_k_percent: float
+) -> Tensor:
     """``sum w * loss / sum w`` over all labelled pixels, or over the ceil(top_k_percent * n)
     labelled pixels of largest ``w * loss``. Inputs of shape (N, H, W); unlabelled w = 0."""
     weighted = pixel_loss * pixel_weight
@@ -279,7 +240,7 @@ def _dice_sums(logits: Tensor, targets: Tensor, labelled: Tensor) -> tuple[Tenso
     """
     mask = labelled.to(logits.dtype)
     safe_targets = targets.masked_fill(~labelled, 0)
-    if logits.shape[1] == 1:  # [1 - p, p] = softmax([0, x]), written with the sigmoid
+    if is_binary(logits.shape[1]):  # [1 - p, p] = softmax([0, x]), written with the sigmoid
         p = torch.sigmoid(logits[:, 0]) * mask
         fg = safe_targets.to(logits.dtype) * mask
         inter_fg, mass_fg, count_fg = (p * fg).sum(), p.sum(), fg.sum()
@@ -385,12 +346,19 @@ def sem_seg_dice_ce(
     """
     w_ce, w_dice = _check_pair(weights)
     ce = sem_seg_cross_entropy(
-        logits, targets, ignore_value=ignore_value, class_weights=class_weights,
+        logits,
+        targets,
+        ignore_value=ignore_value,
+        class_weights=class_weights,
         top_k_percent=top_k_percent,
     )
     dice = sem_seg_dice(
-        logits, targets, ignore_value=ignore_value, class_weights=class_weights,
-        smooth=smooth, include_background=include_background,
+        logits,
+        targets,
+        ignore_value=ignore_value,
+        class_weights=class_weights,
+        smooth=smooth,
+        include_background=include_background,
     )
     return w_ce * ce + w_dice * dice
 

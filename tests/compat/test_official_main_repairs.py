@@ -157,6 +157,39 @@ def test_run_loop_is_the_default_trainers_step_runner(tmp_path):
     assert Counting.steps == 1
 
 
+def test_last_eval_results_are_what_the_eval_hook_stored(tmp_path):
+    import weakref
+
+    from detectron2.config import get_cfg
+    from detectron2.engine import DefaultTrainer, hooks
+    from detectron2.utils.events import EventStorage
+
+    from seg_plugins import add_seg_plugins_config
+    from seg_plugins.data import register_shapes
+
+    names = register_shapes("compat_eval", root=str(tmp_path), num_train=2, num_val=1,
+                            image_size=32)  # fmt: skip
+    cfg = get_cfg()
+    add_seg_plugins_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO, "configs", "shapes", "unet_shapes.yaml"))
+    cfg.merge_from_list([
+        *("MODEL.UNET.BASE_CHANNELS", 4, "MODEL.UNET.DEPTH", 2, "MODEL.DEVICE", "cpu"),
+        *("DATASETS.TRAIN", (names[2],), "DATASETS.TEST", (), "OUTPUT_DIR", str(tmp_path)),
+        *("SOLVER.IMS_PER_BATCH", 2, "DATALOADER.NUM_WORKERS", 0),
+    ])  # fmt: skip
+    trainer = DefaultTrainer(cfg)
+    assert compat.last_eval_results(trainer) is None  # no evaluation ran yet
+    evaluated = {"sem_seg": {"mIoU": 12.5}}
+    trainer.test = lambda cfg, model: evaluated
+    [hook] = [h for h in trainer.build_hooks() if isinstance(h, hooks.EvalHook)]
+    hook.trainer = weakref.proxy(trainer)
+    trainer.iter, trainer.max_iter = 0, 1
+    with EventStorage(0) as storage:
+        trainer.storage = storage
+        hook.after_train()  # the final evaluation, as at the end of train()
+    assert compat.last_eval_results(trainer) == evaluated
+
+
 # ------------------------------------------------------------------------- docs/compat.md
 def _live_report() -> dict:
     r = subprocess.run(
@@ -167,11 +200,8 @@ def _live_report() -> dict:
 
 
 def test_compat_report_and_docs_table_agree_for_this_build():
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    try:
-        import compat_table
-    finally:
-        sys.path.pop(0)
+    from tools import compat_table
+
     report = _live_report()
     assert report["import_errors"] == {}
     assert report["compiled_ops"] == COMPILED

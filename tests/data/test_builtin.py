@@ -14,7 +14,6 @@ import seg_plugins  # noqa: F401  must come before detectron2 submodules (repair
 # isort: split
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from train_checks import train_two_iterations
 
 from seg_plugins import add_seg_plugins_config
 from seg_plugins.data import (
@@ -27,6 +26,7 @@ from seg_plugins.data import (
 from seg_plugins.data.builtin import VOC_CLASSES, _voc_colormap
 from seg_plugins.data.io import read_image
 from seg_plugins.engine import Trainer
+from tests.data.train_checks import train_two_iterations
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # VOC ids -> (height, width); train and val as in VOC's split files, aug as in mmseg's aug.txt

@@ -28,13 +28,14 @@ from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.evaluation import inference_on_dataset
 from detectron2.modeling import build_model
 from detectron2.structures import BoxMode
-from train_checks import train_two_iterations
 
 from seg_plugins import add_seg_plugins_config
 from seg_plugins.data import SemSegDatasetMapper
 from seg_plugins.data.cityscapes import register_cityscapes
 from seg_plugins.data.validation import DataProblemError
 from seg_plugins.engine import Trainer
+from tests.data.train_checks import train_two_iterations
+from tests.evaluation import cityscapes_fixture as fixture
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(TESTS)
@@ -43,8 +44,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*in1d.*:DeprecationWarning")
 
 
 def _import(name, path):
-    """A module by file path (neither tests/evaluation nor datasets/ is a package); the same
-    module object that ``import <name>`` gives once its folder is on sys.path."""
+    """A module by file path (datasets/ is not a package), registered under ``name`` before it
+    runs, as ``import <name>`` would register it."""
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
@@ -53,7 +54,6 @@ def _import(name, path):
     return sys.modules[name]
 
 
-fixture = _import("cityscapes_fixture", os.path.join(TESTS, "evaluation", "cityscapes_fixture.py"))
 prepare = _import("prepare_cityscapes", os.path.join(REPO, "datasets", "prepare_cityscapes.py"))
 PERSON, CAR = 0, 2  # indices in thing_classes
 

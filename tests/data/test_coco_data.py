@@ -19,7 +19,6 @@ import torch
 import seg_plugins  # noqa: F401  must come before detectron2 submodules (repairs the install)
 
 # isort: split
-from coco_fixture import LAYOUT, SIZE, make_coco_dataset, write_json
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
@@ -27,17 +26,19 @@ from detectron2.evaluation import inference_on_dataset
 from detectron2.structures import BitMasks, Boxes, BoxMode, Instances
 
 from seg_plugins import add_seg_plugins_config
+from seg_plugins.data.build import checked_dataset_dicts
 from seg_plugins.data.coco import (
+    CheckedCocoLoader,
     CocoJsonError,
     check_coco_json,
     check_mask_format,
     load_coco_instances_checked,
-    pop_skipped,
     register_coco_instances_checked,
-    skip_bad_images,
 )
 from seg_plugins.data.validation import DataProblemError, check_dataset_records
 from seg_plugins.engine import Trainer
+from seg_plugins.evaluation import AtomicCOCOEvaluator
+from tests.data.coco_fixture import LAYOUT, SIZE, make_coco_dataset, write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MASK_RCNN_CFG = os.path.join(REPO, "configs", "shapes", "mask_rcnn_R18_FPN_GN_shapes.yaml")
@@ -67,7 +68,6 @@ def register():
     for name in names:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
-        pop_skipped(name)
 
 
 def _decode(segmentation, height, width) -> np.ndarray:
@@ -474,16 +474,19 @@ def test_skip_bad_drops_images_and_logs_the_count(coco, register, tmp_path, capl
         f"dataset '{name}': skipped 2 of 4 records with problems (1 missing_file, 1 polygon)"
         in caplog.text
     )
-    report = pop_skipped(name)
-    assert report["total"] == 4
-    assert [s["file_name"] for s in report["skipped"]] == [
+    loader = DatasetCatalog[name]  # what DatasetCatalog.get called
+    assert isinstance(loader, CheckedCocoLoader) and loader.skip_bad
+    kept, skipped, total = loader.load(skip=True)  # what was skipped is returned, as a value
+    assert kept == records and total == 4
+    assert [s["file_name"] for s in skipped] == [
         os.path.join(coco["image_root"], "img_101.png"),
         os.path.join(coco["image_root"], "gone.png"),
     ]
-    assert pop_skipped(name) is None
+    assert all(p["kind"] in ("polygon", "missing_file") for s in skipped for p in s["problems"])
+    assert load_coco_instances_checked(json_file, coco["image_root"], name, skip_bad=True) == kept
 
 
-def test_skip_bad_images_context_overrides_registration(coco, register, tmp_path):
+def test_the_skip_of_a_load_overrides_registration(coco, register, tmp_path):
     json_file = _two_bad_images(coco, tmp_path)
     strict, skipping = (
         register(json_file, coco["image_root"]),
@@ -491,11 +494,73 @@ def test_skip_bad_images_context_overrides_registration(coco, register, tmp_path
     )
     with pytest.raises(DataProblemError, match="2 data problem"):
         DatasetCatalog.get(strict)
-    with skip_bad_images():  # the Trainer's DATASETS.SKIP_BAD_SAMPLES True
-        assert [r["image_id"] for r in DatasetCatalog.get(strict)] == [102, 104]
-    with skip_bad_images(False), pytest.raises(DataProblemError):
-        DatasetCatalog.get(skipping)
-    assert len(DatasetCatalog.get(skipping)) == 2  # the override ends with the block
+    # the Trainer's DATASETS.SKIP_BAD_SAMPLES True
+    assert [r["image_id"] for r in DatasetCatalog[strict].load(skip=True).records] == [102, 104]
+    with pytest.raises(DataProblemError):
+        DatasetCatalog[skipping].load(skip=False)
+    assert len(DatasetCatalog.get(skipping)) == 2  # the registration's choice is unchanged
+    with pytest.raises(DataProblemError):
+        DatasetCatalog.get(strict)
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_skip_bad_samples_overrides_registration_through_checked_dataset_dicts(
+    skip, coco, register, tmp_path
+):
+    """DATASETS.SKIP_BAD_SAMPLES decides for a checked COCO dataset, both ways, whatever its
+    registration said; the images its loader dropped are in the report, with the JSON's
+    total."""
+    json_file = _two_bad_images(coco, tmp_path)
+    strict, skipping = (
+        register(json_file, coco["image_root"]),
+        register(json_file, coco["image_root"], skip_bad=True),
+    )
+    cfg = _cfg("DATASETS.SKIP_BAD_SAMPLES", skip)
+    for name in (strict, skipping):
+        if not skip:
+            with pytest.raises(DataProblemError, match="2 data problem"):
+                checked_dataset_dicts(cfg, name, is_train=True)
+            continue
+        records, report = checked_dataset_dicts(cfg, name, is_train=True)
+        assert [r["image_id"] for r in records] == [102, 104]
+        assert report and report.covered == (name,) and list(report.datasets) == [name]
+        entry = report.datasets[name]
+        assert entry["total"] == 4 and entry["level"] == "light"
+        assert [os.path.basename(s["file_name"]) for s in entry["skipped"]] == [
+            "img_101.png",
+            "gone.png",
+        ]
+
+
+def test_checked_dataset_dicts_gives_detectron2s_records_and_runs_the_check(
+    coco, register, tmp_path
+):
+    """A checked COCO dataset goes through its loader's ``load`` rather than detectron2's
+    get_detection_dataset_dicts: the records are the same (the crowd-only image filtered
+    when training); ``check`` sees each dataset's records."""
+    from detectron2.data import get_detection_dataset_dicts
+
+    data = copy.deepcopy(coco["data"])
+    data["annotations"] = [
+        a for a in data["annotations"] if a["image_id"] != 103 or a["iscrowd"]
+    ]  # image 103: a crowd region only
+    name = register(write_json(str(tmp_path / "crowd.json"), data), coco["image_root"])
+    seen = []
+    for is_train in (True, False):
+        records, report = checked_dataset_dicts(
+            _cfg(), name, is_train=is_train, check=lambda n, r: seen.append((n, len(r)))
+        )
+        assert not report and report.covered == (name,) and not report.datasets
+        assert records == get_detection_dataset_dicts([name], filter_empty=is_train)
+        assert (103 in [r["image_id"] for r in records]) is not is_train
+    assert seen == [(name, len(LAYOUT) - 1), (name, len(LAYOUT))]
+    with pytest.raises(ValueError, match="set INPUT.MASK_FORMAT bitmask"):
+        checked_dataset_dicts(
+            _cfg(),
+            name,
+            is_train=True,
+            check=lambda n, r: check_mask_format(r, "polygon", n),
+        )
 
 
 # --------------------------------------------------------------------------- mask format
@@ -551,7 +616,9 @@ def test_skipping_through_the_trainer_trains_evaluates_and_lists_the_skipped(
     results = trainer._last_eval_results
     assert 0 <= results["segm"]["AP"] <= 100
     evaluator = Trainer.build_evaluator(cfg, val)
-    assert type(evaluator).__name__ == "_SeenImagesCOCOEvaluator"  # skipped images not missed
+    # scores the images it saw: skipped ones are not missed detections
+    # (tests/evaluation/test_coco_evaluator.py)
+    assert isinstance(evaluator, AtomicCOCOEvaluator)
     report = json.loads((tmp_path / "out" / "skipped_samples.json").read_text())
     for name in (train, val):
         assert report[name]["total"] == len(LAYOUT)
@@ -561,13 +628,8 @@ def test_skipping_through_the_trainer_trains_evaluates_and_lists_the_skipped(
 
 # --------------------------------------------------------------------------- sizes (issue 17)
 def _check_dataset_tool():
-    import sys
+    from tools import check_dataset
 
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    try:
-        import check_dataset
-    finally:
-        sys.path.pop(0)
     return check_dataset
 
 

@@ -1,9 +1,6 @@
 """End to end: a 4-channel ``.npy`` folder dataset (INPUT.FORMAT "RAW", 4 PIXEL_MEAN values)
 registered, mapped and trained for 2 iterations by a tiny U-Net through the Trainer."""
 
-import os
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -22,10 +19,7 @@ from seg_plugins.data.augmentations import (
 )
 from seg_plugins.data.io import check_channels
 from seg_plugins.engine import Trainer
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "tests", "modeling"))
-from seg_model_checks import tiny_model_cfg  # noqa: E402
+from tests.modeling.seg_model_checks import tiny_model_cfg
 
 NAME = "test_multichannel_npy"
 SIZE = (22, 30)  # (H, W): not multiples of the U-Net's size_divisibility (8)

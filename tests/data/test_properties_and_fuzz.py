@@ -9,7 +9,7 @@ a ``TypeError``, a crash) is a bug that hypothesis reports with the smallest inp
 
 Bounded in CI: every test has a fixed number of examples and a derandomized seed (the same
 inputs on every run; ``database=None``, so nothing is stored between runs). The counts are
-in ``FUZZ_EXAMPLES`` / ``PROPERTY_EXAMPLES`` and quoted in README "Reliability".
+in ``FUZZ_EXAMPLES`` / ``PROPERTY_EXAMPLES`` and quoted in docs/reliability.md.
 """
 
 import copy
@@ -23,13 +23,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
-from hypothesis_policy import property_settings
 from PIL import Image
 
 import seg_plugins  # noqa: F401  must come before detectron2 submodules (repairs the install)
 
 # isort: split
-from coco_fixture import make_coco_dataset
 from detectron2.config import get_cfg
 from detectron2.data import DatasetMapper, MetadataCatalog
 
@@ -39,6 +37,8 @@ from seg_plugins.data.coco import check_coco_json, load_coco_instances_checked
 from seg_plugins.data.io import read_image, read_label
 from seg_plugins.data.mapper import build_sem_seg_augmentations
 from seg_plugins.data.validation import DataProblemError, check_sem_seg_record
+from tests.data.coco_fixture import make_coco_dataset
+from tests.hypothesis_policy import property_settings
 
 # Corrupted files make PIL warn ("Truncated File Read", "Tag data larger than file", ...)
 # before it raises or returns: expected here.

@@ -4,7 +4,6 @@ palette-PNG folder format end to end (load, map, train two iterations, evaluate)
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -18,25 +17,12 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from seg_plugins.data import SemSegDatasetMapper
 from seg_plugins.data.builtin import _voc_colormap
 from seg_plugins.data.labels import apply_label_transform, label_transform_for
-from seg_plugins.data.spec import (
-    _REGISTERED,
-    DatasetSpecError,
-    load_dataset_spec,
-    register_dataset_spec,
-)
+from seg_plugins.data.spec import DatasetSpecError, load_dataset_spec, register_dataset_spec
 from seg_plugins.engine import Trainer
 from seg_plugins.engine.cli import ConfigError, setup_cfg
+from tests.modeling.seg_model_checks import tiny_model_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "tests", "modeling"))
-from seg_model_checks import tiny_model_cfg  # noqa: E402
-
-
-@pytest.fixture
-def names(names):
-    """conftest's ``names``, and the spec files registered by the test forgotten."""
-    yield names
-    _REGISTERED.clear()
 
 
 def _palette_folder(root, split, n, *, classes=3, zero_is_unlabelled=False, size=(24, 32)):

@@ -1,7 +1,6 @@
 """seg_plugins.data.statistics and tools/dataset_stats.py: exact counts on generated label
 maps, the class-weight formulas against hand-computed numbers, instance counts and areas."""
 
-import importlib.util
 import json
 import logging
 import os
@@ -24,8 +23,7 @@ from seg_plugins.data.statistics import (
     sem_seg_statistics,
     suggest_class_weights,
 )
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tools import dataset_stats
 
 
 def _save(path, label: np.ndarray) -> str:
@@ -181,17 +179,6 @@ def test_instance_statistics():
 
 
 # ----------------------------------------------------------------------------- the tool
-def _load_tool():
-    path = os.path.join(REPO, "tools", "dataset_stats.py")
-    spec = importlib.util.spec_from_file_location("dataset_stats_tool", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-dataset_stats = _load_tool()
-
-
 @pytest.fixture
 def folder_dataset(tmp_path):
     """A registered folder dataset of 2 images, classes [bg, fg, rare] (rare absent); fg only

@@ -16,9 +16,8 @@ from detectron2.utils.events import EventStorage
 import seg_plugins  # noqa: F401  (first: repairs detectron2 where needed)
 
 # isort: split
-from seg_plugins.engine.checkpoint import AtomicCheckpointer
+from seg_plugins.engine.checkpoint import AtomicCheckpointer, rng_state, set_rng_state
 from seg_plugins.engine.loop import TrainLoop
-from seg_plugins.engine.trainer import _rng_state, _set_rng_state
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -65,12 +64,12 @@ def test_interrupted_writes_are_removed_on_the_next_start(tmp_path):
 
 def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
-    state = _rng_state()
+    state = rng_state()
     expected = (random.random(), np.random.rand(), torch.rand(1))
     torch.save({"rng": state}, tmp_path / "s.pth")
     loaded = torch.load(tmp_path / "s.pth", weights_only=True)["rng"]
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
-    _set_rng_state(loaded)
+    set_rng_state(loaded)
     assert (random.random(), np.random.rand(), torch.rand(1)) == expected
 
 

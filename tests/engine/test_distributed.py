@@ -27,10 +27,9 @@ from seg_plugins.data import register_shapes
 from seg_plugins.engine import Trainer
 from seg_plugins.engine.cli import argument_parser, main
 from seg_plugins.engine.launch import LaunchError, check_launch_args, launch
+from tests.modeling.seg_model_checks import tiny_model_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "tests", "modeling"))
-from seg_model_checks import tiny_model_cfg  # noqa: E402
 
 UNET_CFG = os.path.join(REPO, "configs", "shapes", "unet_shapes.yaml")
 PREFIX = "dist_shapes"

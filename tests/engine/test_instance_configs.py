@@ -22,9 +22,10 @@ from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
 
 from seg_plugins import add_seg_plugins_config
-from seg_plugins.engine import Trainer, model_outputs
-from seg_plugins.engine.trainer import AtomicCOCOEvaluator
+from seg_plugins.engine import Trainer
+from seg_plugins.evaluation import AtomicCOCOEvaluator
 from seg_plugins.evaluation.cityscapes import CityscapesOfficialInstanceEvaluator
+from seg_plugins.modeling.task import task_of
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COCO_CFG = os.path.join(REPO, "configs", "coco", "mask_rcnn_R50_FPN_1x.yaml")
@@ -57,7 +58,7 @@ def test_reference_config_builds_the_recipe(path, train, test, num_classes, weig
     cfg = _cfg(path)
     assert cfg.DATASETS.TRAIN == (train,) and cfg.DATASETS.TEST == (test,)
     assert cfg.MODEL.WEIGHTS == weights  # a local file: nothing is downloaded
-    assert model_outputs(cfg) == {"instances"} and cfg.MODEL.MASK_ON
+    assert task_of(cfg).outputs == {"instances"} and cfg.MODEL.MASK_ON
     # detectron2's defaults for MSRA's R-50.pkl: FrozenBN, stride in the 1x1 conv, BGR
     assert cfg.MODEL.RESNETS.DEPTH == 50 and cfg.MODEL.RESNETS.NORM == "FrozenBN"
     assert cfg.MODEL.RESNETS.STRIDE_IN_1X1 and cfg.INPUT.FORMAT == "BGR"

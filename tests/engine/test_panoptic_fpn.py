@@ -22,7 +22,8 @@ from torch.nn import functional as F
 
 from seg_plugins import add_seg_plugins_config
 from seg_plugins.data import register_shapes
-from seg_plugins.engine import Trainer, model_outputs
+from seg_plugins.engine import Trainer
+from seg_plugins.modeling.task import task_of
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PANOPTIC_CFG = os.path.join(REPO, "configs", "shapes", "panoptic_fpn_R18_FPN_GN_shapes.yaml")
@@ -75,7 +76,8 @@ def test_config_is_panoptic_fpn_with_our_head():
     add_seg_plugins_config(cfg)
     cfg.merge_from_file(PANOPTIC_CFG)
     assert cfg.MODEL.META_ARCHITECTURE == "PanopticFPN"
-    assert model_outputs(cfg) == {"sem_seg", "instances"}
+    assert task_of(cfg).name == "panoptic"
+    assert task_of(cfg).outputs == {"sem_seg", "instances"}
     assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 4 and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 3
     # no stuff segment from the combine step: shapes' only stuff is class 0 (see the config)
     assert cfg.MODEL.PANOPTIC_FPN.COMBINE.STUFF_AREA_LIMIT > 128 * 128
@@ -173,7 +175,7 @@ def test_labels_the_stock_mapper_would_misread_are_refused(case, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from seg_plugins.engine.trainer import _check_stock_sem_seg_labels
+    from seg_plugins.modeling.task import PanopticTask
 
     label = np.zeros((8, 8), np.uint8)
     label[2:5, 2:5] = 3
@@ -190,6 +192,8 @@ def test_labels_the_stock_mapper_would_misread_are_refused(case, tmp_path):
         record["sem_seg_label_transform"] = {"name": "reduce_zero_label", "ignore_label": 255}
     cfg = _cfg("ASPPPlusHead", tmp_path)
     with pytest.raises(ValueError, match=r"single-channel 8-bit PNGs \('L'\)"):
-        _check_stock_sem_seg_labels([record], cfg)
+        PanopticTask().check_dataset("d", [record], cfg, is_train=True)
+    PanopticTask().check_dataset("d", [record], cfg, is_train=False)  # evaluation: not read
     Image.fromarray(label).save(path)  # plain "L" indices: fine
-    _check_stock_sem_seg_labels([{"file_name": "x.png", "sem_seg_file_name": path}], cfg)
+    plain = [{"file_name": "x.png", "sem_seg_file_name": path}]
+    PanopticTask().check_dataset("d", plain, cfg, is_train=True)

@@ -4,7 +4,6 @@ FPN; paths, BGR / RGB arrays and PIL images give the same prediction as the eval
 pipeline; batches equal single images; errors name the problem."""
 
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -21,11 +20,10 @@ from detectron2.modeling import build_model
 from seg_plugins import Predictor, add_seg_plugins_config
 from seg_plugins.data import SemSegDatasetMapper
 from seg_plugins.engine.checkpoint import CheckpointError
+from tests.modeling.seg_model_checks import TINY_MODELS, tiny_model_cfg
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(REPO, "tests", "modeling"))
-from seg_model_checks import TINY_MODELS, tiny_model_cfg  # noqa: E402
 
 SIZES = [(40, 52), (33, 47)]  # (H, W); odd sizes: the models pad and crop back
 INSTANCE_CONFIGS = {

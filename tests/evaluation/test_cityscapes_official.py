@@ -25,7 +25,6 @@ import seg_plugins  # noqa: F401  must come before detectron2 submodules (repair
 
 # isort: split
 import cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling as cs_pixel
-from cityscapes_fixture import gt_file, make_cityscapes
 from cityscapesscripts.helpers.labels import id2label, trainId2label
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -43,14 +42,14 @@ from detectron2.structures import Boxes, Instances
 
 from seg_plugins import add_seg_plugins_config, compat
 from seg_plugins.engine import Trainer
-from seg_plugins.engine.trainer import AtomicCOCOEvaluator
-from seg_plugins.evaluation import SemSegMetricsEvaluator
+from seg_plugins.evaluation import AtomicCOCOEvaluator, SemSegMetricsEvaluator
 from seg_plugins.evaluation.cityscapes import (
     CityscapesOfficialInstanceEvaluator,
     CityscapesOfficialSemSegEvaluator,
     cityscapes_train_names,
 )
 from seg_plugins.evaluation.visualizer import SemSegVisualizer
+from tests.evaluation.cityscapes_fixture import gt_file, make_cityscapes
 
 # cityscapesscripts 2.3.0 calls np.in1d (deprecated in numpy 2.0, removed in 2.4; setup.py
 # pins numpy < 2.4). Third-party; the results are unaffected.

@@ -11,9 +11,7 @@ import seg_plugins  # noqa: F401  must come before detectron2 submodules (repair
 
 # isort: split
 from seg_plugins.evaluation import curves
-
-# isort: split
-from png_checks import assert_not_blank, png_array
+from tests.evaluation.png_checks import assert_not_blank, png_array
 
 
 def _metrics_lines(n=10, eval_every=5):

@@ -11,9 +11,7 @@ import seg_plugins  # noqa: F401  must come before detectron2 submodules (repair
 # isort: split
 from seg_plugins.data.io import read_label
 from seg_plugins.evaluation import metrics_from_confusion, plots
-
-# isort: split
-from png_checks import assert_not_blank, no_temp_files, png_array
+from tests.evaluation.png_checks import assert_not_blank, no_temp_files, png_array
 
 NAMES = ["background", "circle", "square", "triangle"]
 COLORS = np.array([[70, 70, 70], [220, 20, 60], [0, 130, 230], [250, 170, 30]], np.uint8)

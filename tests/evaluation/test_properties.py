@@ -20,7 +20,6 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
-from hypothesis_policy import property_settings
 from PIL import Image
 
 import seg_plugins  # noqa: F401  must come before detectron2 submodules (repairs the install)
@@ -34,6 +33,7 @@ from seg_plugins.evaluation.sem_seg_metrics import (
     ABSENT_CLASS_CONVENTIONS,
     metrics_from_confusion,
 )
+from tests.hypothesis_policy import property_settings
 
 EXAMPLES = 200
 IGNORE = 255

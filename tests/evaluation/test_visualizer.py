@@ -16,14 +16,9 @@ from detectron2.config import get_cfg
 
 from seg_plugins import add_seg_plugins_config
 from seg_plugins.evaluation import plots, visualizer
-from seg_plugins.evaluation.visualizer import (
-    SemSegVisualizer,
-    dataset_classes,
-    predicted_classes,
-)
-
-# isort: split
-from png_checks import assert_not_blank, png_array
+from seg_plugins.evaluation.visualizer import SemSegVisualizer, dataset_classes
+from seg_plugins.structures import sem_seg_classes
+from tests.evaluation.png_checks import assert_not_blank, png_array
 
 NAMES = ["background", "circle", "square", "triangle"]
 COLORS = np.array([[70, 70, 70], [220, 20, 60], [0, 130, 230], [250, 170, 30]], np.uint8)
@@ -99,6 +94,7 @@ def test_binary_grayscale_overlay_png(tmp_path):
 
 # ----------------------------------------------------------------------------- evaluator
 
+
 def _records(folder, n, h=24, w=32, gray16=False):
     """n image / label files and their (input dict, label) pairs."""
     rng = np.random.default_rng(0)
@@ -161,7 +157,7 @@ def test_binary_predictions_on_16_bit_grayscale_images(tmp_path, dataset):
     names, colors = dataset_classes(name, 1)
     assert names == ["background", "vessel"] and colors.shape == (2, 3)
     # threshold 0.99: sigmoid(3) = 0.95 is not foreground
-    assert predicted_classes(logit, 0.99).sum() == 0
+    assert sem_seg_classes(logit, 0.99).sum() == 0
 
 
 def test_dataset_classes_falls_back_to_indices_and_palette(dataset):

@@ -7,9 +7,10 @@ import seg_plugins  # noqa: F401
 import pytest
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
-from seg_model_checks import TINY_MODELS, tiny_model_cfg
 
-from seg_plugins.engine.trainer import SEMANTIC_META_ARCHS
+from seg_plugins.modeling.heads import FCNSkipHead, SemSegHeadBase
+from seg_plugins.modeling.meta_arch import EncoderDecoderSegmentor
+from tests.modeling.seg_model_checks import TINY_MODELS, tiny_model_cfg
 
 
 def _cfg(case, *opts):
@@ -28,7 +29,12 @@ def _batch(channels, num_classes, sizes=((45, 45), (200, 249))):
 
 
 def test_every_semantic_meta_arch_is_covered():
-    ours = {name for name, _ in META_ARCH_REGISTRY} & SEMANTIC_META_ARCHS - {"SemanticSegmentor"}
+    ours = {
+        name
+        for name, cls in META_ARCH_REGISTRY
+        if cls.__module__.startswith("seg_plugins.") and issubclass(cls, EncoderDecoderSegmentor)
+    }
+    assert {"UNet", "FCN", "DeepLabV3", "DeepLabV3Plus"} <= ours
     covered = {case.split("-")[0] for case in TINY_MODELS}
     assert ours <= covered, f"add a case for {ours - covered}"
 
@@ -57,6 +63,19 @@ def test_odd_sizes_gradients_and_determinism(case):
         outputs = model([{"image": b["image"]} for b in _batch(3, k)])
     assert [tuple(o["sem_seg"].shape) for o in outputs] == [(k, 45, 45), (k, 200, 249)]
     assert all(torch.isfinite(o["sem_seg"]).all() for o in outputs)
+
+
+@pytest.mark.parametrize("case", sorted(TINY_MODELS))
+def test_every_head_shares_the_base_and_all_but_fcn_skip_run_at_exact_size(case):
+    """Every head is a SemSegHeadBase (one loss code); whole-image eval runs unpadded at the
+    image's own size (``logits_at``) for all but FCNSkipHead, whose transposed convs place
+    their output on the padded input's grid."""
+    model = build_model(_cfg(case))
+    head = model.sem_seg_head
+    assert isinstance(head, SemSegHeadBase)
+    skip = isinstance(head, FCNSkipHead)
+    assert model.exact_size is not skip
+    assert callable(getattr(head, "logits_at", None)) is not skip
 
 
 @pytest.mark.parametrize("case", sorted(TINY_MODELS))

@@ -12,13 +12,13 @@ import seg_plugins
 # isort: split
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from seg_model_checks import make_inputs, train_step_checks
 from torch import nn
 from torch.nn import functional as F
 
 from seg_plugins.evaluation import SemSegMetricsEvaluator
-from seg_plugins.modeling.losses import binary_logits_to_two_class
 from seg_plugins.modeling.postprocessing import DenseCRF, build_crf
+from seg_plugins.structures import binary_logits_to_two_class
+from tests.modeling.seg_model_checks import make_inputs, train_step_checks
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Parameters whose kernels are far from 0 and from 1 on a 6x7 image of 0-255 values.

@@ -19,12 +19,12 @@ from detectron2.modeling import (
     build_model,
     build_sem_seg_head,
 )
-from seg_model_checks import make_inputs
 
 from seg_plugins.modeling.backbone import DilatedResNet
 from seg_plugins.modeling.backbone.dilated_resnet import stage_strides_and_dilations
 from seg_plugins.modeling.heads import ASPPHead, ASPPPlusHead, FCNHead
 from seg_plugins.modeling.meta_arch import FCN, DeepLabV3, DeepLabV3Plus
+from tests.modeling.seg_model_checks import make_inputs
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NUM_CLASSES = 4

@@ -20,7 +20,6 @@ from detectron2.modeling import (
     SemanticSegmentor,
     build_model,
 )
-from seg_model_checks import make_inputs, train_step_checks
 from torch.nn import functional as F
 
 from seg_plugins.modeling import convert_vgg
@@ -28,6 +27,7 @@ from seg_plugins.modeling.backbone import VGG16Backbone
 from seg_plugins.modeling.convert_vgg import convert_torchvision_vgg16, load_torchvision_vgg16
 from seg_plugins.modeling.heads import FCNSkipHead
 from seg_plugins.modeling.heads.fcn_skip_head import BilinearUpsample
+from tests.modeling.seg_model_checks import make_inputs, train_step_checks
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NUM_CLASSES = 4

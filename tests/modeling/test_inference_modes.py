@@ -13,7 +13,6 @@ import seg_plugins  # noqa: F401  must come before detectron2 submodules (repair
 # isort: split
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
-from seg_model_checks import TINY_MODELS, tiny_model_cfg
 
 from seg_plugins.evaluation import SemSegMetricsEvaluator
 from seg_plugins.modeling.inference import (
@@ -25,6 +24,7 @@ from seg_plugins.modeling.inference import (
     window_starts,
     window_weights,
 )
+from tests.modeling.seg_model_checks import TINY_MODELS, tiny_model_cfg
 
 
 @pytest.fixture(autouse=True)

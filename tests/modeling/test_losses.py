@@ -7,7 +7,6 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from hypothesis_policy import property_settings
 from torch.nn import functional as F
 
 import seg_plugins  # repairs detectron2 before anything imports it
@@ -17,13 +16,13 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 from seg_plugins.modeling.losses import (
-    binary_logits_to_two_class,
     build_sem_seg_loss,
-    is_binary,
     sem_seg_cross_entropy,
     sem_seg_dice,
     sem_seg_loss_options,
 )
+from seg_plugins.structures import binary_logits_to_two_class
+from tests.hypothesis_policy import property_settings
 
 IGNORE = 255
 
@@ -138,8 +137,10 @@ def _reference_dice(logits, targets, smooth=1.0, include_background=True, class_
     inter = (probs * onehot).sum(dim=(0, 2, 3))
     den = probs.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
     loss = 1 - (2 * inter + smooth) / (den + smooth)
-    weights = torch.ones(k, dtype=logits.dtype) if class_weights is None else torch.tensor(
-        class_weights, dtype=logits.dtype
+    weights = (
+        torch.ones(k, dtype=logits.dtype)
+        if class_weights is None
+        else torch.tensor(class_weights, dtype=logits.dtype)
     )
     if not include_background:
         weights[0] = 0
@@ -154,8 +155,12 @@ def test_dice_matches_one_hot_reference(dtype, smooth, include_background, class
     logits, targets = _batch(seed=4, n=3, k=4, h=9, w=11)
     logits = (3 * logits).to(dtype)
     loss = sem_seg_dice(
-        logits, targets, ignore_value=IGNORE, smooth=smooth,
-        include_background=include_background, class_weights=class_weights,
+        logits,
+        targets,
+        ignore_value=IGNORE,
+        smooth=smooth,
+        include_background=include_background,
+        class_weights=class_weights,
     )
     expected = _reference_dice(logits, targets, smooth, include_background, class_weights)
     torch.testing.assert_close(loss, expected, atol=1e-6, rtol=0)
@@ -268,8 +273,9 @@ def test_top_k_with_class_weights_at_full_fraction_is_weighted_mean():
     loss = build_sem_seg_loss("dice_ce", IGNORE, weights, dice_ce_weights=[1.0, 0.0])
     expected = F.cross_entropy(logits, targets, weight=torch.tensor(weights), ignore_index=IGNORE)
     torch.testing.assert_close(loss(logits, targets), expected)
-    hard = build_sem_seg_loss("dice_ce", IGNORE, weights, dice_ce_weights=[1.0, 0.0],
-                              top_k_percent=0.2)(logits, targets)
+    hard = build_sem_seg_loss(
+        "dice_ce", IGNORE, weights, dice_ce_weights=[1.0, 0.0], top_k_percent=0.2
+    )(logits, targets)
     assert hard > expected  # the hardest pixels lose more than the average
 
 
@@ -289,10 +295,6 @@ def test_top_k_with_dice_only_raises():
 
 def _binary_targets(targets):
     return torch.where(targets == IGNORE, targets, targets % 2)
-
-
-def test_is_binary():
-    assert is_binary(1) and not is_binary(2) and not is_binary(19)
 
 
 def test_binary_cross_entropy_matches_torch_on_labelled_pixels():
@@ -323,8 +325,11 @@ def test_binary_dice_equals_two_class_dice_on_logits_zero_x(include_background, 
     """Binary Dice is, by definition here, the 2-class softmax Dice on logits [0, x]."""
     logits, targets = _batch(seed=14, k=1)
     targets = _binary_targets(targets)
-    kwargs = {"ignore_value": IGNORE, "include_background": include_background,
-                  "class_weights": class_weights}
+    kwargs = {
+        "ignore_value": IGNORE,
+        "include_background": include_background,
+        "class_weights": class_weights,
+    }
     two_class = torch.cat([torch.zeros_like(logits), logits], dim=1)
     torch.testing.assert_close(
         sem_seg_dice(logits, targets, **kwargs), sem_seg_dice(two_class, targets, **kwargs)
@@ -362,28 +367,6 @@ def test_multiclass_targets_out_of_range_raise():
             build_sem_seg_loss(loss_type, IGNORE)(logits, targets)
 
 
-@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.8])
-def test_binary_logits_to_two_class_argmax_is_threshold(threshold):
-    logits = 4 * torch.randn(2, 1, 17, 19, generator=torch.Generator().manual_seed(0))
-    scores = binary_logits_to_two_class(logits, threshold)
-    assert scores.shape == (2, 2, 17, 19)
-    expected = (torch.sigmoid(logits[:, 0].double()) > threshold).long()
-    assert torch.equal(scores.argmax(dim=1), expected)
-    # A logit exactly at logit(threshold) (as float32 rounds it) ties: background, as the
-    # strict "sigmoid > t" says (the sigmoid of the rounded logit may differ from t by an ulp).
-    logits[0, 0, 0, 0] = math.log(threshold / (1 - threshold))
-    assert binary_logits_to_two_class(logits, threshold).argmax(dim=1)[0, 0, 0] == 0
-    unbatched = binary_logits_to_two_class(logits[0], threshold)
-    assert torch.equal(unbatched.argmax(dim=0), expected[0])
-
-
-def test_binary_logits_to_two_class_rejects_bad_input():
-    with pytest.raises(ValueError, match="one-channel"):
-        binary_logits_to_two_class(torch.randn(1, 2, 4, 4))
-    with pytest.raises(ValueError, match="BINARY_THRESHOLD"):
-        binary_logits_to_two_class(torch.randn(1, 1, 4, 4), 1.0)
-
-
 # ----------------------------------------------------------------------------- all losses
 
 
@@ -418,17 +401,29 @@ def test_loss_options_from_config():
     seg_plugins.add_seg_plugins_config(cfg)
     head = cfg.MODEL.SEM_SEG_HEAD
     assert (head.LOSS_TYPE, head.DICE_SMOOTH, head.DICE_INCLUDE_BACKGROUND) == (
-        "cross_entropy", 1.0, True)
+        "cross_entropy",
+        1.0,
+        True,
+    )
     assert (head.DICE_CE_WEIGHTS, head.TOP_K_PERCENT, head.BINARY_THRESHOLD) == (
-        [1.0, 1.0], 1.0, 0.5)
+        [1.0, 1.0],
+        1.0,
+        0.5,
+    )
     head.DICE_SMOOTH, head.DICE_CE_WEIGHTS, head.TOP_K_PERCENT = 0.0, [2.0, 0.5], 0.25
     options = sem_seg_loss_options(cfg)
-    assert options == {"dice_smooth": 0.0, "dice_include_background": True,
-                       "dice_ce_weights": [2.0, 0.5], "top_k_percent": 0.25}
+    assert options == {
+        "dice_smooth": 0.0,
+        "dice_include_background": True,
+        "dice_ce_weights": [2.0, 0.5],
+        "top_k_percent": 0.25,
+    }
     loss_fn = build_sem_seg_loss("dice_ce", IGNORE, **options)
     assert loss_fn.keywords["weights"] == (2.0, 0.5) and loss_fn.keywords["smooth"] == 0.0
-    assert "weights" not in build_sem_seg_loss("dice", IGNORE, **dict(options, top_k_percent=1.0)
-                                               ).keywords
+    assert (
+        "weights"
+        not in build_sem_seg_loss("dice", IGNORE, **dict(options, top_k_percent=1.0)).keywords
+    )
 
 
 @pytest.mark.parametrize(
@@ -470,8 +465,12 @@ def test_losses_are_finite_and_non_negative(
     targets[torch.rand(n, h, w, generator=gen) < ignore_fraction] = IGNORE
     weights = torch.rand(num_labels, generator=gen).tolist() if weighted else None
     loss_fn = build_sem_seg_loss(
-        loss_type, IGNORE, weights, num_classes=k,
-        top_k_percent=1.0 if loss_type == "dice" else top_k, dice_smooth=smooth,
+        loss_type,
+        IGNORE,
+        weights,
+        num_classes=k,
+        top_k_percent=1.0 if loss_type == "dice" else top_k,
+        dice_smooth=smooth,
     )
     loss = loss_fn(logits, targets)
     assert torch.isfinite(loss) and loss.item() >= 0
@@ -514,9 +513,7 @@ def test_dice_gradient_for_a_class_absent_from_targets_with_any_tiny_mass(
         targets = torch.randint(1, k, (2, 4, 6), generator=gen)
     targets[:, :2] = IGNORE
     logits.requires_grad_(True)
-    loss = build_sem_seg_loss(loss_type, IGNORE, num_classes=k, dice_smooth=smooth)(
-        logits, targets
-    )
+    loss = build_sem_seg_loss(loss_type, IGNORE, num_classes=k, dice_smooth=smooth)(logits, targets)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
 

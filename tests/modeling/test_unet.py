@@ -14,9 +14,9 @@ from detectron2.modeling import (
     SEM_SEG_HEADS_REGISTRY,
     build_model,
 )
-from seg_model_checks import make_inputs, train_step_checks
 
 from seg_plugins.modeling import UNet, UNetEncoder, UNetHead
+from tests.modeling.seg_model_checks import make_inputs, train_step_checks
 
 NUM_CLASSES = 4
 SIZES = [(45, 45), (61, 77)]

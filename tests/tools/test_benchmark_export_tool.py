@@ -5,13 +5,12 @@ asserted."""
 
 import re
 
-from tool_loading import load_tool
+from tools.benchmarks import export
 
 
 def test_tiny_run_writes_the_table_and_checks_agreement(tmp_path, capsys):
-    tool = load_tool("benchmark_export")
     out = tmp_path / "bench.md"
-    assert tool.main(["--tiny", "--markdown", str(out)]) == 0
+    assert export.main(["--tiny", "--markdown", str(out)]) == 0
     text = out.read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and "ms" not in line]
     names = [row.split("|")[1].strip() for row in rows]

@@ -11,15 +11,11 @@ import seg_plugins  # noqa: F401  must come before detectron2 submodules (repair
 
 # isort: split
 from detectron2.data import DatasetCatalog
-from tool_loading import load_tool
+
+from tools.benchmarks import loader as bench
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROWS = ["shapes / U-Net", "shapes / DeepLabV3-R18", "Cityscapes-sized / DeepLabV3-R18"]
-
-
-
-
-bench = load_tool("benchmark_loader")
 
 
 def test_tiny_run_writes_the_table(tmp_path, capsys):

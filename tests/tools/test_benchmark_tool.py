@@ -2,7 +2,6 @@
 expected rows and columns (timings are not checked: tiny sizes mean nothing); its plain-PyTorch
 U-Net has exactly our U-Net's parameters and output shape."""
 
-import os
 import re
 
 import pytest
@@ -13,9 +12,10 @@ import seg_plugins  # noqa: F401  must come before detectron2 submodules (repair
 # isort: split
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
-from tool_loading import load_tool
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tools.benchmarks import scaling as bench_scaling
+from tools.benchmarks import vs_pytorch as bench
+
 ROWS = [
     "FCN-ResNet50 training step",
     "FCN-ResNet50 inference",
@@ -40,8 +40,6 @@ OPTION_ROWS = [
     "FCN-ResNet50 inference: channels-last + bfloat16 autocast vs no_grad, float32",
     "FCN-ResNet50 inference: inference_mode vs no_grad, float32",
 ]
-
-bench = load_tool("benchmark")
 
 
 def _cells(line: str) -> list:
@@ -77,7 +75,7 @@ def test_tiny_run_writes_the_table(tmp_path, capsys):
     assert all(float(r[3]) > 0 and r[4] == "-" for r in option_rows)
     scaling_rows = [_cells(r) for r in scaling.splitlines() if re.match(r"\| \d+x\d+ ", r)]
     points = [(int(r[0].split("x")[0]), int(r[1])) for r in scaling_rows]
-    assert points == list(bench.bench_scaling.TINY.points)
+    assert points == list(bench_scaling.TINY.points)
     assert [float(r[3]) for r in scaling_rows][0] == 1.0  # growth against the first point
     flop_growth = [float(r[4]) for r in scaling_rows]
     assert flop_growth == pytest.approx([1.0, 4.0, 2.0], rel=0.05)  # pixels x batch

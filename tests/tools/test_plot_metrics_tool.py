@@ -5,16 +5,11 @@ import os
 
 import numpy as np
 from PIL import Image
-from tool_loading import load_tool
 
 import seg_plugins  # noqa: F401  must come before detectron2 submodules (repairs the install)
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-
-
-plot_metrics = load_tool("plot_metrics")
+# isort: split
+from tools import plot_metrics
 
 
 def test_writes_curves_png_beside_metrics_json(tmp_path, capsys):

@@ -16,19 +16,16 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
-from tool_loading import load_tool
 
 from seg_plugins import add_seg_plugins_config
 from seg_plugins.data import SemSegDatasetMapper
 from seg_plugins.data.io import read_label
+from tools import predict
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 UNET_CFG = os.path.join(REPO, "configs", "shapes", "unet_shapes.yaml")
 TINY = ["MODEL.UNET.BASE_CHANNELS", "4", "MODEL.UNET.DEPTH", "2", "MODEL.DEVICE", "cpu"]
 SIZES = [(40, 52), (33, 47), (64, 64)]  # (H, W); odd sizes: the model pads and crops back
-
-
-predict = load_tool("predict")
 
 
 def _model(opts):

@@ -11,20 +11,15 @@ import seg_plugins  # noqa: F401  must come before detectron2 submodules (repair
 
 # isort: split
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from tool_loading import load_tool
 
 from seg_plugins.data import register_sem_seg_folder, register_shapes
+from tools import visualize_data as vis
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 UNET_CFG = os.path.join(REPO, "configs", "shapes", "unet_shapes.yaml")
 MASK_RCNN_CFG = os.path.join(REPO, "configs", "shapes", "mask_rcnn_R18_FPN_GN_shapes.yaml")
 SHAPES = "vis_data_shapes"
 SIZE = 48
-
-
-
-
-vis = load_tool("visualize_data")
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +61,10 @@ GREY_OPTS = [
 
 def _run(out, config, source, n, *extra):
     argv = ["--config-file", config, "--source", source, "--output-dir", str(out)]
-    return vis.main([*argv, "--num-images", str(n), "--scale", "1", *extra])
+    # OUTPUT_DIR: the training loader may write skipped_samples.json there; not the configs'
+    # ./output/<name> in the repository
+    argv += ["--num-images", str(n), "--scale", "1", *extra, "OUTPUT_DIR", str(out / "output")]
+    return vis.main(argv)
 
 
 def _pngs(folder):

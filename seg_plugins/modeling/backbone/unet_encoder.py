@@ -4,8 +4,9 @@ Biomedical Image Segmentation", MICCAI 2015, https://arxiv.org/abs/1505.04597.
 Shape shorthand: N images, C input channels, H x W pixels, D = depth (number of 2x
 downsamplings), C_i channels of stage i.
 
-Stage i (i = 0..D) is two (3x3 conv - norm - ReLU) layers; a 2x2 max-pool (stride 2) sits
-between consecutive stages. Unlike the paper's unpadded convolutions, the convs are padded
+Stage i (i = 0..D) is two (3x3 conv - norm - ReLU) layers
+(:class:`~seg_plugins.modeling.blocks.DoubleConv`); a 2x2 max-pool (stride 2) sits between
+consecutive stages. Unlike the paper's unpadded convolutions, the convs are padded
 ("same"), so that the decoder needs no cropping and the output covers the whole image.
 Stage i outputs feature "enc{i}" of shape (N, C_i, H / 2**i, W / 2**i), with
 C_i = min(BASE_CHANNELS * CHANNEL_MULTIPLIER**i, MAX_CHANNELS); inputs whose H, W are
@@ -15,40 +16,18 @@ stride exact.
 
 from typing import Callable, Dict, List, Optional, Union
 
-import fvcore.nn.weight_init as weight_init
 from detectron2.config import configurable
-from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 
+from ..blocks import DoubleConv
 from ..norm import check_norm
 
-__all__ = ["DoubleConv", "UNetEncoder", "build_unet_encoder_backbone"]
+__all__ = ["UNetEncoder", "build_unet_encoder_backbone"]
 
 # detectron2.layers.get_norm("GN", c) builds nn.GroupNorm(32, c).
-
-
-class DoubleConv(nn.Sequential):
-    """Two (3x3 conv - norm - ReLU) layers, ``conv1`` and ``conv2``: the U-Net stage.
-
-    Maps (N, in_channels, H, W) to (N, out_channels, H, W).
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, norm: Union[str, Callable, None]):
-        super().__init__()
-        for name, c_in in (("conv1", in_channels), ("conv2", out_channels)):
-            conv = Conv2d(
-                c_in,
-                out_channels,
-                kernel_size=3,
-                padding=1,
-                bias=not norm,  # a norm layer's shift makes the conv bias redundant
-                norm=get_norm(norm, out_channels),
-                activation=F.relu,
-            )
-            weight_init.c2_msra_fill(conv)  # kaiming normal, fan_out, zero bias
-            self.add_module(name, conv)
 
 
 class UNetEncoder(Backbone):

@@ -33,10 +33,9 @@ from fvcore.nn import weight_init
 from torch import Tensor
 from torch.nn import functional as F
 
-from ..backbone.unet_encoder import DoubleConv
+from ..blocks import DoubleConv
 from ..norm import check_norm
-from .base import SemSegHeadBase, select_feature
-from .fcn_head import build_predictor, sem_seg_head_args
+from .base import SemSegHeadBase, build_predictor, select_feature, sem_seg_head_args
 
 __all__ = ["ASPPHead", "ASPPPlusHead"]
 

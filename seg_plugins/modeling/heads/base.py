@@ -7,17 +7,21 @@ The contract (detectron2's SemSegFPNHead, relied on by SemanticSegmentor, Panopt
 PointRend's semantic head): attributes ``ignore_value``, ``common_stride``, ``loss_weight``;
 ``layers(features)`` gives logits; ``losses(logits, targets)``; ``forward(features, targets)``
 returns ``(None, {"loss_sem_seg": loss})`` in training and ``(logits, {})`` in eval.
+
+Also here, shared by the heads of every model: :func:`sem_seg_head_args` (their
+MODEL.SEM_SEG_HEAD arguments), :func:`build_predictor` (the final 1x1 classifier) and
+:func:`select_feature`.
 """
 
 from collections.abc import Sequence
 
-from detectron2.layers import ShapeSpec
+from detectron2.layers import Conv2d, ShapeSpec
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..losses import build_sem_seg_loss
+from ..losses import build_sem_seg_loss, sem_seg_loss_options
 
-__all__ = ["SemSegHeadBase", "select_feature"]
+__all__ = ["SemSegHeadBase", "build_predictor", "select_feature", "sem_seg_head_args"]
 
 
 def select_feature(input_shape: dict[str, ShapeSpec], name: str, key: str) -> ShapeSpec:
@@ -30,12 +34,38 @@ def select_feature(input_shape: dict[str, ShapeSpec], name: str, key: str) -> Sh
     return input_shape[name]
 
 
+def sem_seg_head_args(cfg) -> dict:
+    """The MODEL.SEM_SEG_HEAD arguments of :class:`SemSegHeadBase` heads (num_classes,
+    ignore_value, loss_weight, loss_type, class_weights, loss_options)."""
+    head = cfg.MODEL.SEM_SEG_HEAD
+    return {
+        "num_classes": head.NUM_CLASSES,
+        "ignore_value": head.IGNORE_VALUE,
+        "loss_weight": head.LOSS_WEIGHT,
+        "loss_type": head.LOSS_TYPE,
+        "class_weights": list(head.CLASS_WEIGHTS),
+        "loss_options": sem_seg_loss_options(cfg),
+    }
+
+
+def build_predictor(channels: int, num_classes: int) -> Conv2d:
+    """The final 1x1 conv C -> K, initialised small as in detectron2's DeepLab heads
+    (N(0, 0.001), zero bias), so that the initial loss is close to log K."""
+    predictor = Conv2d(channels, num_classes, kernel_size=1)
+    nn.init.normal_(predictor.weight, 0, 0.001)
+    nn.init.constant_(predictor.bias, 0)
+    return predictor
+
+
 class SemSegHeadBase(nn.Module):
-    """Base of heads whose logits have the stride ``common_stride`` (that of a feature).
+    """Base of heads whose logits have the stride ``common_stride`` (that of a feature): the
+    contract's attributes, the loss (MODEL.SEM_SEG_HEAD.LOSS_TYPE and its options) and
+    ``losses``.
 
     Subclasses build their layers and implement ``layers(features) -> (N, K, h, w)``.
     ``forward(features, targets)`` returns ``(None, {"loss_sem_seg": loss})`` in training and
-    ``(logits of shape (N, K, s * h, s * w), {})`` in eval.
+    ``(logits of shape (N, K, s * h, s * w), {})`` in eval. A head whose logits cannot be
+    resized to an arbitrary input size overrides ``forward`` and sets ``logits_at = None``.
     """
 
     def __init__(
@@ -80,10 +110,7 @@ class SemSegHeadBase(nn.Module):
         """
         x = self.layers(features)
         if self.training:
-            if targets is None:
-                raise ValueError(
-                    f"{type(self).__name__} needs targets in training; give inputs a 'sem_seg'"
-                )
+            self._require_targets(targets)
             return None, self.losses(x, targets)
         if self.common_stride == 1:
             return x, {}
@@ -94,7 +121,8 @@ class SemSegHeadBase(nn.Module):
         """Eval logits of shape (N, K, H, W) at exactly ``size`` (H, W): ``layers`` resized
         bilinearly (align_corners=False) to the input's own size, as torchvision's
         segmentation models do. The meta-architecture uses it on unpadded images, so that
-        no padding enters the border convolutions or ASPP's image pooling."""
+        no padding enters the border convolutions or ASPP's image pooling; it asks for it only
+        when ``callable(head.logits_at)`` (see ``EncoderDecoderSegmentor.exact_size``)."""
         x = self.layers(features)
         if tuple(x.shape[-2:]) == tuple(size):
             return x
@@ -112,3 +140,9 @@ class SemSegHeadBase(nn.Module):
                 predictions, size=targets.shape[-2:], mode="bilinear", align_corners=False
             )
         return {"loss_sem_seg": self.loss_fn(predictions, targets) * self.loss_weight}
+
+    def _require_targets(self, targets: Tensor | None) -> None:
+        if targets is None:
+            raise ValueError(
+                f"{type(self).__name__} needs targets in training; give inputs a 'sem_seg'"
+            )

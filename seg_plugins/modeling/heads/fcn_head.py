@@ -22,16 +22,10 @@ from fvcore.nn import weight_init
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..losses import sem_seg_loss_options
 from ..norm import check_norm
-from .base import SemSegHeadBase, select_feature
+from .base import SemSegHeadBase, build_predictor, select_feature, sem_seg_head_args
 
-__all__ = [
-    "FCNHead",
-    "build_aux_head",
-    "build_predictor",
-    "sem_seg_head_args",
-]
+__all__ = ["FCNHead", "build_aux_head"]
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
@@ -124,29 +118,6 @@ class FCNHead(SemSegHeadBase):
     def layers(self, features: dict[str, Tensor]) -> Tensor:
         """features[in_feature] of shape (N, C_in, h, w) -> logits of shape (N, K, h, w)."""
         return self.predictor(self.dropout(self.conv(features[self.in_feature])))
-
-
-def build_predictor(channels: int, num_classes: int) -> Conv2d:
-    """The final 1x1 conv C -> K, initialised small as in detectron2's DeepLab heads
-    (N(0, 0.001), zero bias), so that the initial loss is close to log K."""
-    predictor = Conv2d(channels, num_classes, kernel_size=1)
-    nn.init.normal_(predictor.weight, 0, 0.001)
-    nn.init.constant_(predictor.bias, 0)
-    return predictor
-
-
-def sem_seg_head_args(cfg) -> dict:
-    """The MODEL.SEM_SEG_HEAD arguments of :class:`SemSegHeadBase` heads (num_classes,
-    ignore_value, loss_weight, loss_type, class_weights, loss_options)."""
-    head = cfg.MODEL.SEM_SEG_HEAD
-    return {
-        "num_classes": head.NUM_CLASSES,
-        "ignore_value": head.IGNORE_VALUE,
-        "loss_weight": head.LOSS_WEIGHT,
-        "loss_type": head.LOSS_TYPE,
-        "class_weights": list(head.CLASS_WEIGHTS),
-        "loss_options": sem_seg_loss_options(cfg),
-    }
 
 
 def build_aux_head(cfg, backbone: Backbone) -> FCNHead | None:

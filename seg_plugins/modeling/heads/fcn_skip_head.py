@@ -45,7 +45,7 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..losses import build_sem_seg_loss, sem_seg_loss_options
+from .base import SemSegHeadBase, sem_seg_head_args
 
 __all__ = ["BilinearUpsample", "FCNSkipHead", "bilinear_kernel"]
 
@@ -114,12 +114,14 @@ class BilinearUpsample(nn.Module):
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
-class FCNSkipHead(nn.Module):
+class FCNSkipHead(SemSegHeadBase):
     """FCN-32s / 16s / 8s score and fusion layers on detectron2's semantic head contract.
 
     ``forward(features, targets)`` returns ``(None, {"loss_sem_seg": loss})`` in training and
     ``(logits of shape (N, K, s * h, s * w), {})`` in eval, where (h, w) is the finest fused
-    feature's size and s = ``common_stride`` (its stride: 32, 16 or 8).
+    feature's size and s = ``common_stride`` (its stride: 32, 16 or 8). The loss is
+    :class:`SemSegHeadBase`'s; unlike the other heads, this one upsamples by transposed convs
+    onto its padded input's grid, never to an arbitrary size, so it has no ``logits_at``.
 
     Example::
 
@@ -132,6 +134,12 @@ class FCNSkipHead(nn.Module):
         logits, _ = head(features)
         assert logits.shape == (2, 3, 64, 96)
     """
+
+    # The final upsampling sizes its output by output_padding on the padded input's grid
+    # (module docstring); SemSegHeadBase.logits_at's resize to an unpadded image's own size
+    # would shift that grid. None, not a method, tells EncoderDecoderSegmentor.exact_size (and
+    # the export) to pad the input instead.
+    logits_at = None
 
     @configurable
     def __init__(
@@ -165,26 +173,23 @@ class FCNSkipHead(nn.Module):
             loss_options: further keyword options of ``build_sem_seg_loss`` (Dice smooth
                 term, Dice/CE weights, hard-pixel fraction; see MODEL.SEM_SEG_HEAD.*).
         """
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes={num_classes}; set MODEL.SEM_SEG_HEAD.NUM_CLASSES >= 1")
         if len(skip_scales) != 2:
             raise ValueError(
                 f"skip_scales={list(skip_scales)}; give 2 values (pool4, pool3), e.g. "
                 f"MODEL.VGG.SKIP_SCALES: [0.01, 0.0001]"
             )
-        self.in_features = _check_features(input_shape, in_features, skips)
-        self.skip_scales = [float(s) for s in skip_scales]
-        self.ignore_value = ignore_value
-        self.common_stride = input_shape[self.in_features[-1]].stride
-        self.loss_weight = loss_weight
-        self.loss_fn = build_sem_seg_loss(
-            loss_type,
-            ignore_value,
-            class_weights,
+        in_features = _check_features(input_shape, in_features, skips)
+        super().__init__(
             num_classes=num_classes,
-            **(loss_options or {}),
+            common_stride=input_shape[in_features[-1]].stride,
+            ignore_value=ignore_value,
+            loss_weight=loss_weight,
+            loss_type=loss_type,
+            class_weights=class_weights,
+            loss_options=loss_options,
         )
+        self.in_features = in_features
+        self.skip_scales = [float(s) for s in skip_scales]
         self.score_fr = _score_layer(input_shape[self.in_features[0]].channels, num_classes)
         nn.init.normal_(self.score_fr.weight, std=0.01)
         for (up_name, score_name), feature in zip(_SKIP_NAMES, self.in_features[1:]):
@@ -195,17 +200,11 @@ class FCNSkipHead(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]):
-        head = cfg.MODEL.SEM_SEG_HEAD
         return {
             "input_shape": input_shape,
-            "num_classes": head.NUM_CLASSES,
             "skips": cfg.MODEL.FCN.SKIPS,
             "skip_scales": list(cfg.MODEL.VGG.SKIP_SCALES),
-            "ignore_value": head.IGNORE_VALUE,
-            "loss_weight": head.LOSS_WEIGHT,
-            "loss_type": head.LOSS_TYPE,
-            "class_weights": list(head.CLASS_WEIGHTS),
-            "loss_options": sem_seg_loss_options(cfg),
+            **sem_seg_head_args(cfg),
         }
 
     def forward(self, features: dict[str, Tensor], targets: Tensor | None = None):
@@ -220,8 +219,8 @@ class FCNSkipHead(nn.Module):
             fused feature.
         """
         if self.training:
-            if targets is None:
-                raise ValueError("FCNSkipHead needs targets in training; give inputs a 'sem_seg'")
+            self._require_targets(targets)
+            # Predicted at the targets' size exactly, so the base's losses() resizes nothing.
             return None, self.losses(self.layers(features, targets.shape[-2:]), targets)
         return self.layers(features), {}
 
@@ -240,20 +239,6 @@ class FCNSkipHead(nn.Module):
         if output_size is None:
             output_size = tuple(self.common_stride * s for s in scores.shape[-2:])
         return self.upscore(scores, output_size)
-
-    def losses(self, predictions: Tensor, targets: Tensor) -> dict[str, Tensor]:
-        """
-        Args:
-            predictions: logits of shape (N, K, h, w), resized to (H, W) here if they differ
-                (callers other than ``forward``; ``forward`` predicts at (H, W) exactly).
-            targets: of shape (N, H, W), int64 class ids or ``ignore_value``.
-        """
-        predictions = predictions.float()  # https://github.com/pytorch/pytorch/issues/48163
-        if predictions.shape[-2:] != targets.shape[-2:]:
-            predictions = F.interpolate(
-                predictions, size=targets.shape[-2:], mode="bilinear", align_corners=False
-            )
-        return {"loss_sem_seg": self.loss_fn(predictions, targets) * self.loss_weight}
 
 
 def _score_layer(in_channels: int, num_classes: int) -> Conv2d:

@@ -27,10 +27,9 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..backbone.unet_encoder import DoubleConv
-from ..losses import sem_seg_loss_options
+from ..blocks import DoubleConv
 from ..norm import check_norm
-from .base import SemSegHeadBase
+from .base import SemSegHeadBase, sem_seg_head_args
 
 __all__ = ["UNetHead", "UNetUpBlock"]
 
@@ -149,17 +148,11 @@ class UNetHead(SemSegHeadBase):
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
-        head = cfg.MODEL.SEM_SEG_HEAD
         return {
             "input_shape": input_shape,
-            "num_classes": head.NUM_CLASSES,
-            "ignore_value": head.IGNORE_VALUE,
             "norm": cfg.MODEL.UNET.NORM,
-            "loss_weight": head.LOSS_WEIGHT,
-            "loss_type": head.LOSS_TYPE,
-            "class_weights": list(head.CLASS_WEIGHTS),
             "upsample": cfg.MODEL.UNET.UPSAMPLE,
-            "loss_options": sem_seg_loss_options(cfg),
+            **sem_seg_head_args(cfg),
         }
 
     def layers(self, features: Dict[str, Tensor]) -> Tensor:

@@ -29,8 +29,9 @@ from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 from torch import Tensor, nn
 
+from ...structures import binary_logits_to_two_class, is_binary
 from ..inference import SemSegInference
-from ..losses import binary_logits_to_two_class, check_target_values
+from ..losses import check_target_values
 
 __all__ = ["EncoderDecoderSegmentor", "check_pixel_stats"]
 
@@ -175,7 +176,7 @@ class EncoderDecoderSegmentor(SemanticSegmentor):
         height, width = image_size
         logits = logits[:, :height, :width]
         image = image[:, :height, :width].to(logits.device)
-        if logits.shape[0] == 1:
+        if is_binary(logits.shape[0]):
             q = self.crf(binary_logits_to_two_class(logits), image)
             return _safe_log(q[1:]) - _safe_log(q[:1])
         return _safe_log(self.crf(logits, image))
@@ -195,4 +196,3 @@ def check_pixel_stats(mean: Sequence[float], std: Sequence[float], mean_key, std
         )
     if any(s == 0 for s in std):
         raise ValueError(f"{std_key}={list(std)} contains 0; every channel needs a std > 0")
-

@@ -20,7 +20,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 
 from ..heads.aspp_head import ASPPHead, ASPPPlusHead
 from .base import EncoderDecoderSegmentor
-from .fcn import encoder_decoder_args
+from .build import encoder_decoder_args
 
 __all__ = ["DeepLabV3", "DeepLabV3Plus"]
 

@@ -16,41 +16,17 @@ MODEL.AUX_HEAD adds a training-only :class:`FCNHead` whose loss is ``loss_aux``.
 ``backbone.size_divisibility`` and ``sem_seg_postprocess``.
 """
 
-from collections.abc import Callable
-
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import META_ARCH_REGISTRY, SEM_SEG_HEADS_REGISTRY, build_backbone
+from detectron2.modeling import META_ARCH_REGISTRY, SEM_SEG_HEADS_REGISTRY
 from torch import nn
 
-from ..heads.fcn_head import FCNHead, build_aux_head
-from ..inference import SemSegInference
-from ..postprocessing import build_crf
-from .base import EncoderDecoderSegmentor, check_pixel_stats
+from ..heads.fcn_head import FCNHead
+from .base import EncoderDecoderSegmentor
+from .build import encoder_decoder_args
 
-__all__ = ["FCN", "encoder_decoder_args"]
+__all__ = ["FCN", "build_fcn_head"]
 
 SKIP_MODES = ("", "32s", "16s", "8s")
-
-
-def encoder_decoder_args(
-    cfg, build_head: Callable[[object, dict[str, ShapeSpec]], nn.Module]
-) -> dict:
-    """Keyword arguments of :class:`EncoderDecoderSegmentor`: the backbone of
-    MODEL.BACKBONE.NAME, ``build_head(cfg, backbone.output_shape())``, the MODEL.AUX_HEAD
-    head (or None), the MODEL.CRF DenseCRF (or None), MODEL.PIXEL_MEAN / PIXEL_STD and the
-    TEST.SEM_SEG inference mode."""
-    pixel_mean, pixel_std = cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD
-    check_pixel_stats(pixel_mean, pixel_std, "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD")
-    backbone = build_backbone(cfg)
-    return {
-        "backbone": backbone,
-        "sem_seg_head": build_head(cfg, backbone.output_shape()),
-        "aux_head": build_aux_head(cfg, backbone),
-        "crf": build_crf(cfg),
-        "pixel_mean": pixel_mean,
-        "pixel_std": pixel_std,
-        "inference": SemSegInference.from_config(cfg),
-    }
 
 
 def build_fcn_head(cfg, input_shape: dict[str, ShapeSpec]) -> nn.Module:

@@ -26,8 +26,8 @@ from torch import nn
 from ..backbone.unet_encoder import build_unet_encoder_backbone
 from ..heads.unet_head import UNetHead
 from ..inference import SemSegInference
-from ..postprocessing import build_crf
-from .base import EncoderDecoderSegmentor, check_pixel_stats
+from .base import EncoderDecoderSegmentor
+from .build import inference_args, pixel_stats_args
 
 __all__ = ["UNet"]
 
@@ -81,15 +81,12 @@ class UNet(EncoderDecoderSegmentor):
 
     @classmethod
     def from_config(cls, cfg):
-        pixel_mean, pixel_std = cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD
-        check_pixel_stats(pixel_mean, pixel_std, "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD")
-        backbone = build_unet_encoder_backbone(cfg, ShapeSpec(channels=len(pixel_mean)))
+        pixel_stats = pixel_stats_args(cfg)
+        channels = len(pixel_stats["pixel_mean"])
+        backbone = build_unet_encoder_backbone(cfg, ShapeSpec(channels=channels))
         return {
             "backbone": backbone,
             "sem_seg_head": UNetHead(cfg, backbone.output_shape()),
-            "pixel_mean": pixel_mean,
-            "pixel_std": pixel_std,
-            "crf": build_crf(cfg),
-            "inference": SemSegInference.from_config(cfg),
+            **pixel_stats,
+            **inference_args(cfg),
         }
-
