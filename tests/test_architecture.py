@@ -141,3 +141,66 @@ def test_the_layer_check_sees_a_lazy_upward_import(tmp_path):
     imports = _imports("seg_plugins.data.build", str(source), modules)
     assert imports == {"seg_plugins.engine.trainer"}
     assert _layer("seg_plugins.engine.trainer") > _layer("seg_plugins.data.build")
+
+
+_MUTATORS = {"append", "extend", "insert", "update", "setdefault", "pop", "popitem", "clear",
+             "add", "discard", "remove"}  # fmt: skip
+
+
+def _run_state_writes(source: str) -> list:
+    """Where ``source`` keeps run state in its module: ``global`` statements, and writes
+    into a module-level name (item assignment, augmented assignment, a mutating method call)
+    from inside a function or class."""
+    tree = ast.parse(source)
+    module_names = set()
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        module_names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    found = []
+    for top in tree.body:
+        if not isinstance(top, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        for node in ast.walk(top):
+            if isinstance(node, ast.Global):
+                found.append(f"line {node.lineno}: global {', '.join(node.names)}")
+            elif isinstance(node, (ast.Assign, ast.AugAssign)):
+                for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                    base = target.value if isinstance(target, ast.Subscript) else target
+                    if isinstance(node, ast.AugAssign) or isinstance(target, ast.Subscript):
+                        if isinstance(base, ast.Name) and base.id in module_names:
+                            found.append(f"line {node.lineno}: writes {base.id}")
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                owner = node.func.value
+                if (
+                    node.func.attr in _MUTATORS
+                    and isinstance(owner, ast.Name)
+                    and owner.id in module_names
+                ):
+                    found.append(f"line {node.lineno}: {owner.id}.{node.func.attr}(...)")
+    return sorted(found, key=lambda line: int(line.split(":")[0].split()[1]))
+
+
+def test_data_keeps_no_run_state_in_its_modules():
+    found = {
+        module: writes
+        for module, path in sorted(_modules().items())
+        if module.startswith("seg_plugins.data")
+        for writes in [_run_state_writes(open(path).read())]
+        if writes
+    }
+    assert found == {}
+
+
+def test_the_run_state_check_sees_each_kind():
+    source = (
+        "_SEEN = {}\n_FLAG = None\nLIMIT = 3\n"
+        "def f(name):\n    _SEEN[name] = 1\n    local = {}\n    local['x'] = 2\n"
+        "def g():\n    global _FLAG\n    _FLAG = True\n"
+        "class C:\n    def h(self):\n        _SEEN.pop('a', None)\n        LIMIT += 1\n"
+    )
+    assert _run_state_writes(source) == [
+        "line 5: writes _SEEN",
+        "line 9: global _FLAG",
+        "line 13: _SEEN.pop(...)",
+        "line 14: writes LIMIT",
+    ]

@@ -1,4 +1,4 @@
-"""Export (issue 9): every semantic model family to ONNX (run by onnxruntime) and
+"""Export: every semantic model family to ONNX (run by onnxruntime) and
 TorchScript (run by torch.jit.load) agrees with the PyTorch model to 1e-4 at two input
 sizes, batch included; tools/export_model.py writes and verifies both files; what cannot be
 exported is refused with the reason."""

@@ -336,7 +336,7 @@ def test_instance_load_map_train_and_evaluate(tree, names, tmp_path, monkeypatch
 
 @pytest.mark.parametrize("damage", ["truncated", "no_size"])
 def test_a_broken_polygons_json_is_named_not_a_parser_traceback(tmp_path, names, damage):
-    """Issue 17's audit: detectron2's loaders stop at the first broken polygons JSON with a
+    """An audit: detectron2's loaders stop at the first broken polygons JSON with a
     bare parser error (JSONDecodeError / KeyError); the listing names each broken file and
     the fix instead, for both tasks."""
     fixture.make_cityscapes(tmp_path, "val", per_city=1)

@@ -626,7 +626,7 @@ def test_skipping_through_the_trainer_trains_evaluates_and_lists_the_skipped(
         assert files == sorted([coco["files"][first], coco["files"][second]])
 
 
-# --------------------------------------------------------------------------- sizes (issue 17)
+# --------------------------------------------------------------------------- sizes
 def _check_dataset_tool():
     from tools import check_dataset
 

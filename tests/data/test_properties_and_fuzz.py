@@ -1,4 +1,4 @@
-"""Bad input, systematically (issue 8): property-based tests (hypothesis) of the semantic
+"""Bad input, systematically: property-based tests (hypothesis) of the semantic
 mapper over every image size and channel count the config allows, and a fuzz corpus of
 malformed COCO JSON files and label / image files.
 

@@ -363,7 +363,7 @@ def test_check_dataset_tool(tmp_path, names, capsys):
     assert check_dataset.main(["no_such_dataset"]) == 2
 
 
-# --------------------------------------------------------------------------- listing (issue 17)
+# --------------------------------------------------------------------------- listing
 def _folder_with_a_non_image(root):
     _good_pairs(root, 3)
     with open(os.path.join(root, "images", "notes.png"), "w") as f:

@@ -1,4 +1,4 @@
-"""Impossible configs are refused at start-up (seg_plugins.engine.config_check, issue 8):
+"""Impossible configs are refused at start-up (seg_plugins.engine.config_check):
 values out of range, a semantic head whose class count contradicts the dataset (binary
 mode with more than two classes), a sliding window with gaps, slide windows that are not
 multiples of the backbone's output stride, a box classifier with fewer classes than the

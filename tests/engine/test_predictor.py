@@ -1,4 +1,4 @@
-"""seg_plugins.Predictor (issue 9) on every registered model: the semantic models of this
+"""seg_plugins.Predictor on every registered model: the semantic models of this
 package (random tiny weights saved and loaded back), detectron2's Mask R-CNN and Panoptic
 FPN; paths, BGR / RGB arrays and PIL images give the same prediction as the evaluation
 pipeline; batches equal single images; errors name the problem."""

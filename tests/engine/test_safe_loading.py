@@ -1,4 +1,4 @@
-"""Safe loading (seg_plugins.engine.checkpoint.SafeCheckpointer, issue 8): detectron2 .pkl
+"""Safe loading (seg_plugins.engine.checkpoint.SafeCheckpointer): detectron2 .pkl
 model-zoo layouts still load; files that would run code are refused unless trusted and run
 nothing; truncated / corrupt / missing files, another architecture and shape mismatches
 name the file and the keys; resuming is strict; the Trainer and the config loader use all

@@ -1,4 +1,4 @@
-"""Property-based tests of the semantic evaluator (issue 8), over random class counts,
+"""Property-based tests of the semantic evaluator, over random class counts,
 image sizes, label maps (with ignored pixels) and logits (with ties):
 
 - every metric lies in [0, 100] or is NaN, and per class IoU <= Dice and IoU <= recall;

@@ -481,7 +481,7 @@ def test_losses_are_finite_and_non_negative(
 
 
 def test_dice_gradient_is_finite_for_a_saturated_absent_class():
-    """Regression (issue 17): a class absent from the targets with a denormal predicted
+    """Regression: a class absent from the targets with a denormal predicted
     mass gave a finite loss and a NaN gradient; one step then turned the weights into NaN."""
     gen = torch.Generator().manual_seed(6440)
     logits = (312.0 * torch.randn(2, 5, 3, 5, generator=gen)).requires_grad_(True)

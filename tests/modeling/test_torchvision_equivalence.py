@@ -113,7 +113,7 @@ def test_full_model_logits_equal(converted_pair, size):
 
 @pytest.mark.parametrize("name", ["fcn_resnet101", "deeplabv3_resnet101"])
 def test_resnet101_models_equal_at_odd_sizes(name, tmp_path_factory):
-    """Issue 17: at 97 x 131 the padded inference differed by 30-40% of the logits' range;
+    """At 97 x 131 the padded inference differed by 30-40% of the logits' range;
     whole-image inference now runs at the image's own size, as torchvision does. A batch of
     two same-size images gives the same logits as each alone."""
     tv_model, model = _converted_pair(name, tmp_path_factory)

@@ -1,5 +1,5 @@
 """tools/benchmark_export.py in its tiny mode (narrow models, 64 px, 2 repeats), so that the
-latency benchmark of issue 9 cannot rot: it exports the four model families, runs eager,
+latency benchmark cannot rot: it exports the four model families, runs eager,
 TorchScript and ONNX Runtime, checks their logits agree and writes the table. No timing is
 asserted."""
 
