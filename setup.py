@@ -20,8 +20,9 @@ setup(
     install_requires=[
         "torch>=2.0",
         "torchvision>=0.15",
-        # cityscapesscripts (<= 2.3.0) calls np.in1d, removed in numpy 2.4.
-        "numpy>=1.24,<2.4",
+        # No upper bound: cityscapesscripts (<= 2.3.0) calls np.in1d, removed in numpy 2.4;
+        # seg_plugins.compat gives its modules an in1d (so installing never downgrades numpy).
+        "numpy>=1.24",
         "pycocotools>=2.0.6",
         "fvcore>=0.1.5,<0.1.6",
         "opencv-python>=4.5",

@@ -7,8 +7,8 @@ one column per build::
     python tools/compat_table.py .venv/bin/python .venv-d2main/bin/python \
         --markdown docs/compat.md
 
-Per-module repairs of one kind (``numpy:<module>``, ``cityscapes_json:<module>``) are one
-row, listing the modules.
+Per-module repairs of one kind (``numpy:<module>``, ``cityscapes_json:<module>``,
+``numpy_in1d:<module>``) are one row, listing the modules.
 """
 
 import argparse
@@ -72,6 +72,8 @@ def table(reports: list) -> str:
                 text = {
                     "numpy": "np.float / np.int / ... and np.array(copy=False) for numpy 2",
                     "cityscapes_json": "cityscapesscripts' writeDict2JSON writes numpy scalars",
+                    "numpy_in1d": "np.in1d (removed in numpy 2.4) for cityscapesscripts' "
+                    "evaluations: np.isin(...).ravel()",
                 }.get(kind, kind)
                 descriptions.setdefault(key, text)
             else:

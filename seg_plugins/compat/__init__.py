@@ -413,6 +413,51 @@ def _repair_cityscapes_json() -> None:
         when_imported(name, patch)
 
 
+# --------------------------------------------------------------------------- numpy >= 2.4
+# cityscapesscripts (<= 2.3.0) modules that call np.in1d, which numpy 2.4 removed.
+_IN1D_MODULES = (
+    "cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling",
+    "cityscapesscripts.evaluation.evalInstanceLevelSemanticLabeling",
+)
+
+
+class _NumpyWithIn1d(types.ModuleType):
+    """numpy, plus ``in1d`` (deprecated in numpy 2.0, removed in 2.4) as numpy documents its
+    replacement: ``np.isin(ar1, ar2, ...).ravel()``, a flat boolean array of ``ar1``'s
+    elements found in ``ar2``. Given only to the cityscapesscripts modules whose source calls
+    ``np.in1d``, never installed globally."""
+
+    def __init__(self, np_module):
+        super().__init__("numpy")
+        self._np = np_module
+
+    def __getattr__(self, name):
+        return getattr(self._np, name)
+
+    def in1d(self, ar1, ar2, assume_unique=False, invert=False, *, kind=None):
+        found = self._np.isin(ar1, ar2, assume_unique=assume_unique, invert=invert, kind=kind)
+        return found.ravel()
+
+
+def _repair_numpy_in1d() -> None:
+    """numpy >= 2.4 has no ``np.in1d``, which cityscapesscripts' official evaluations
+    (detectron2's CityscapesSemSegEvaluator / CityscapesInstanceEvaluator) call: they fail
+    with AttributeError. Those modules get :class:`_NumpyWithIn1d` as their ``np``, so that
+    the package need not pin numpy below 2.4 (which would downgrade a user's numpy)."""
+    import numpy as np
+
+    if hasattr(np, "in1d"):
+        return
+
+    def give_in1d(mod):
+        if getattr(mod, "np", None) is np and "np.in1d" in _module_source(mod.__name__):
+            mod.np = _NumpyWithIn1d(np)
+            _record(f"numpy_in1d:{mod.__name__}", "np.in1d -> np.isin(...).ravel()")
+
+    for name in _IN1D_MODULES:
+        when_imported(name, give_in1d)
+
+
 # --------------------------------------------------------------------------- Python >= 3.11
 class _SampleableSet(set):
     """A set that ``random.sample`` accepts (Python >= 3.11 takes sequences only): indexing
@@ -657,6 +702,7 @@ _REPAIRS: List[Callable[[], None]] = [
     _repair_lr_scheduler_hook,
     _repair_export_without_caffe2,
     _repair_cityscapes_json,
+    _repair_numpy_in1d,
     _repair_map_dataset_fallback,
     _repair_ddp_on_cpu,
     _repair_deform_conv_on_cpu,

@@ -318,3 +318,51 @@ def test_clear_errors(cityscapes, tmp_path, monkeypatch):
     evaluator.process(records, [{"sem_seg": _prediction(records[0])}])
     with pytest.raises(RuntimeError, match="must cover every"):
         evaluator.evaluate()
+
+
+def test_official_evaluations_run_on_numpy_without_in1d(cityscapes, in_tmp_path, monkeypatch):
+    """numpy >= 2.4 removed np.in1d, which cityscapesscripts' evaluations call: with it gone
+    (as on numpy 2.4+; this venv's numpy may still have it), compat's repair gives those
+    modules an in1d, and the official semantic and instance figures are unchanged."""
+    import importlib
+
+    sem_name, inst_name = cityscapes["sem"], cityscapes["inst"]
+    records = DatasetCatalog.get(sem_name)
+    predictions = {r["file_name"]: _prediction(r) for r in records}
+    inst_records = DatasetCatalog.get(inst_name)
+    things = MetadataCatalog.get(inst_name).thing_classes
+    outputs = {r["file_name"]: _instances(r, things, drop=("person",)) for r in inst_records}
+
+    def official():
+        semantic = _run(CityscapesSemSegEvaluator(sem_name), records, predictions)["sem_seg"]
+        instance = inference_on_dataset(
+            _FakeModel(outputs),
+            [[r] for r in inst_records],
+            CityscapesOfficialInstanceEvaluator(inst_name),
+        )["cityscapes_instance"]
+        return semantic, instance
+
+    before = official()
+    modules = [importlib.import_module(name) for name in compat._IN1D_MODULES]
+    for module in modules:  # restored after the test, repaired or not
+        monkeypatch.setattr(module, "np", np)
+    monkeypatch.delattr(np, "in1d", raising=False)  # numpy >= 2.4
+    with pytest.raises(AttributeError, match="in1d"):
+        official()  # unrepaired, the official evaluations fail
+    compat._repair_numpy_in1d()  # the modules are imported: repaired now
+    assert all(isinstance(m.np, compat._NumpyWithIn1d) for m in modules)
+    after = official()
+    assert after == before
+    assert 0 < before[1]["AP"] < 100  # a figure that the matching decides
+
+
+@pytest.mark.parametrize("invert", [False, True])
+def test_the_in1d_stand_in_is_numpys_in1d(invert):
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 9, (4, 5)), [1, 3, 8]
+    got = compat._NumpyWithIn1d(np).in1d(a, b, invert=invert)
+    assert got.shape == (20,) and got.dtype == bool
+    assert np.array_equal(got, np.isin(a, b, invert=invert).ravel())
+    if hasattr(np, "in1d"):  # numpy < 2.4: the removed function itself
+        with pytest.warns(DeprecationWarning):
+            assert np.array_equal(got, np.in1d(a, b, invert=invert))
