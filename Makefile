@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench-demo clean-demo setup-d2main test-d2main fuzz
+.PHONY: setup demo test bench-demo clean-demo setup-d2main test-d2main fuzz gpu-kit
 
 setup:
 	@SEG_PLUGINS_VENV=$(abspath $(VENV)) bash tools/setup_env.sh
@@ -49,3 +49,9 @@ setup-d2main:
 test-d2main: setup-d2main
 	@$(D2_MAIN_VENV)/bin/python -c "from seg_plugins import compat; import sys; sys.exit(0 if compat.has_compiled_ops() else 'test-d2main: $(D2_MAIN_VENV) has a detectron2 without its compiled ops, not a source build; remove $(D2_MAIN_VENV) and run again')"
 	$(D2_MAIN_VENV)/bin/python -m pytest tests --durations=15 $(PYTEST_ARGS)
+
+# The GPU kit (docs/gpu.md): wheels for the GPU machine's Python 3.12 + detectron2's source in
+# .gpu_kit/ (about 7 MiB), checked by pip's resolver; then, there, with .gpu_kit carried:
+#   python3 tools/gpu_kit.py run --out $OUT
+gpu-kit: setup
+	$(PY) tools/gpu_kit.py prepare --check

@@ -172,7 +172,13 @@ def _main_worker(args, cfg: CfgNode, parent_pid: int):
 
 
 def _log_summary(results) -> None:
-    for dataset, res in results.items() if "sem_seg" not in results else [("", results)]:
+    """One "Final ..." line per dataset and task. detectron2's ``test`` returns {task:
+    metrics} for one dataset and {dataset: {task: metrics}} for several."""
+    several = all(
+        isinstance(res, dict) and any(isinstance(v, dict) for v in res.values())
+        for res in results.values()
+    )
+    for dataset, res in results.items() if several else [("", results)]:
         for task, metrics in res.items():
             if not isinstance(metrics, dict):
                 continue

@@ -218,3 +218,37 @@ def test_eval_only_on_the_registered_shapes_sem_seg_val(tmp_path):
     assert sum(map(sum, report["confusion_matrix"])) == 100 * 128 * 128
     assert all(math.isfinite(report["metrics"][k]) for k in ("mIoU", "fwIoU", "mACC", "pACC"))
     assert "Final sem_seg: mIoU" in r.stdout + r.stderr
+
+
+def test_final_lines_for_one_and_several_datasets():
+    """detectron2's test returns {task: metrics} for one dataset (semantic or instance) and
+    {dataset: {task: metrics}} for several: each gives its "Final ..." lines."""
+    import logging
+
+    from seg_plugins.engine.cli import _log_summary
+
+    lines = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    handler = Collect(level=logging.INFO)
+    log = logging.getLogger("seg_plugins")
+    old_level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        _log_summary({"bbox": {"AP": 10.0}, "segm": {"AP": 12.5, "AP50": 30.0}})
+        _log_summary({"sem_seg": {"mIoU": 50.0, "mACC": 60.0}})
+        _log_summary({"a_val": {"sem_seg": {"mIoU": 1.0}}, "b_val": {"segm": {"AP": 2.0}}})
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)
+    assert lines == [
+        "Final bbox: AP 10.00",
+        "Final segm: AP 12.50  AP50 30.00",
+        "Final sem_seg: mIoU 50.00  mACC 60.00",
+        "Final a_val sem_seg: mIoU 1.00",
+        "Final b_val segm: AP 2.00",
+    ]
