@@ -445,7 +445,8 @@ def benchmark_evaluator(sizes: Sizes, args) -> Row:
     root = tempfile.mkdtemp(prefix="bench_all_evaluator_")
     name = f"bench_all_evaluator_{os.getpid()}"
     (h, w), n, k = sizes.eval_hw, sizes.eval_images, sizes.eval_classes
-    run_args = argparse.Namespace(repeats=args.warmup + args.repeats, classes=k)
+    # CPU logits, as before: the CUDA evaluator figure is tools/benchmark_evaluator.py's
+    run_args = argparse.Namespace(repeats=args.warmup + args.repeats, classes=k, device="cpu")
     log(f"evaluator: {n} images of {k}x{h}x{w} logits, {run_args.repeats} repeats ...")
     try:
         records = bench_evaluator.register(name, root, n, k, h, w)
@@ -528,13 +529,14 @@ def benchmark_options(sizes: Sizes, args, device: torch.device) -> list:
     images, targets = make_batch(sizes, device)
     train_inputs = [{"image": x, "sem_seg": y} for x, y in zip(images, targets)]
     infer_inputs = [{"image": images[0]}]
-    dtype = amp_dtype("auto", device.type)
+    dtype = amp_dtype("auto", device.type)  # float16 on CUDA, bfloat16 on the CPU
     low = str(dtype).replace("torch.", "")
 
-    def autocast(enabled: bool):
-        return torch.autocast(device.type, dtype=dtype, enabled=enabled)
+    def autocast(amp):  # amp: False (float32), True (the device's default) or a dtype
+        chosen = amp if isinstance(amp, torch.dtype) else dtype
+        return torch.autocast(device.type, dtype=chosen, enabled=bool(amp))
 
-    def train(layout: str, amp: bool):
+    def train(layout: str, amp):
         def call():
             with autocast(amp):
                 loss = sum(models[layout](train_inputs).values())
@@ -544,7 +546,7 @@ def benchmark_options(sizes: Sizes, args, device: torch.device) -> list:
 
         return call
 
-    def infer(layout: str, amp: bool, grad_mode=torch.inference_mode):
+    def infer(layout: str, amp, grad_mode=torch.inference_mode):
         def call():
             with grad_mode(), autocast(amp):
                 return models[layout](infer_inputs)[0]["sem_seg"]
@@ -557,6 +559,8 @@ def benchmark_options(sizes: Sizes, args, device: torch.device) -> list:
         f"{low} autocast": ("default", True),
         f"channels-last + {low} autocast": ("channels_last", True),
     }
+    if device.type == "cuda":  # both reduced precisions on a GPU (SOLVER.AMP.PRECISION)
+        variants["bfloat16 autocast"] = ("default", torch.bfloat16)
     if args.compile:
         variants["torch.compile (inductor)"] = ("compiled", False)
     rows = []
