@@ -120,16 +120,15 @@ def test_cityscapes_metadata_is_cityscapesscripts_label_table():
         assert [tuple(c) for c in meta["stuff_colors"]] == [tuple(lb.color) for lb in train]
 
 
-def test_run_loop_is_the_default_trainers_step_runner(tmp_path):
+def _stock_trainer(tmp_path, prefix: str):
+    """detectron2's own DefaultTrainer on a tiny U-Net and a tiny "shapes" (CPU)."""
     from detectron2.config import get_cfg
-    from detectron2.engine import DefaultTrainer, SimpleTrainer
-    from detectron2.utils.events import EventStorage
+    from detectron2.engine import DefaultTrainer
 
     from seg_plugins import add_seg_plugins_config
     from seg_plugins.data import register_shapes
 
-    names = register_shapes("compat_loop", root=str(tmp_path), num_train=2, num_val=1,
-                            image_size=32)  # fmt: skip
+    names = register_shapes(prefix, root=str(tmp_path), num_train=2, num_val=1, image_size=32)
     cfg = get_cfg()
     add_seg_plugins_config(cfg)
     cfg.merge_from_file(os.path.join(REPO, "configs", "shapes", "unet_shapes.yaml"))
@@ -138,7 +137,14 @@ def test_run_loop_is_the_default_trainers_step_runner(tmp_path):
         *("DATASETS.TRAIN", (names[2],), "DATASETS.TEST", (), "OUTPUT_DIR", str(tmp_path)),
         *("SOLVER.IMS_PER_BATCH", 2, "DATALOADER.NUM_WORKERS", 0),
     ])  # fmt: skip
-    trainer = DefaultTrainer(cfg)
+    return DefaultTrainer(cfg)
+
+
+def test_run_loop_is_the_default_trainers_step_runner(tmp_path):
+    from detectron2.engine import SimpleTrainer
+    from detectron2.utils.events import EventStorage
+
+    trainer = _stock_trainer(tmp_path, "compat_loop")
     loop = compat.run_loop(trainer)
     assert isinstance(loop, SimpleTrainer) and loop.model is trainer.model
 
@@ -160,24 +166,10 @@ def test_run_loop_is_the_default_trainers_step_runner(tmp_path):
 def test_last_eval_results_are_what_the_eval_hook_stored(tmp_path):
     import weakref
 
-    from detectron2.config import get_cfg
-    from detectron2.engine import DefaultTrainer, hooks
+    from detectron2.engine import hooks
     from detectron2.utils.events import EventStorage
 
-    from seg_plugins import add_seg_plugins_config
-    from seg_plugins.data import register_shapes
-
-    names = register_shapes("compat_eval", root=str(tmp_path), num_train=2, num_val=1,
-                            image_size=32)  # fmt: skip
-    cfg = get_cfg()
-    add_seg_plugins_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, "configs", "shapes", "unet_shapes.yaml"))
-    cfg.merge_from_list([
-        *("MODEL.UNET.BASE_CHANNELS", 4, "MODEL.UNET.DEPTH", 2, "MODEL.DEVICE", "cpu"),
-        *("DATASETS.TRAIN", (names[2],), "DATASETS.TEST", (), "OUTPUT_DIR", str(tmp_path)),
-        *("SOLVER.IMS_PER_BATCH", 2, "DATALOADER.NUM_WORKERS", 0),
-    ])  # fmt: skip
-    trainer = DefaultTrainer(cfg)
+    trainer = _stock_trainer(tmp_path, "compat_eval")
     assert compat.last_eval_results(trainer) is None  # no evaluation ran yet
     evaluated = {"sem_seg": {"mIoU": 12.5}}
     trainer.test = lambda cfg, model: evaluated

@@ -236,6 +236,13 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence] = ()) -> List
     return [markdown_row(header), "|" + "---|" * len(header), *map(markdown_row, rows)]
 
 
+def emit(lines: Sequence[str], markdown: Optional[str] = None) -> None:
+    """Print a report's lines, and write them to ``markdown`` (atomically) when given."""
+    print("\n".join(lines))
+    if markdown:
+        write_markdown(markdown, lines)
+
+
 def write_markdown(path: str, text: Union[str, Sequence[str]]) -> None:
     """Write ``text`` (or its lines, newline-terminated) to ``path`` atomically."""
     from seg_plugins.utils.file_io import atomic_write_text

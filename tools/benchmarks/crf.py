@@ -254,9 +254,7 @@ def main(argv=None) -> int:
         print(lines[-1], flush=True)
     lines += ["", f"Grid on the first {len(tuning)} images (window):", ""]
     lines += grid_table([(None, run(None, tuning))] + grid)
-    print("\n".join(lines))
-    if args.markdown:
-        common.write_markdown(args.markdown, lines)
+    common.emit(lines, args.markdown)
     return 0
 
 

@@ -63,9 +63,7 @@ def main(argv=None) -> int:
         "",
         *common.markdown_table(("figure", "value", "ratio"), rows),
     ]
-    print("\n".join(lines))
-    if args.markdown:
-        common.write_markdown(args.markdown, lines)
+    common.emit(lines, args.markdown)
     ok = wall <= BUDGET_S and miou >= TARGET_MIOU
     print("PASS" if ok else "FAIL: outside the budget or below the target")
     return 0 if ok else 1

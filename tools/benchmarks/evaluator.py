@@ -247,9 +247,7 @@ def main(argv=None) -> int:
         "",
         *common.markdown_table(("stage", "ms"), stages),
     ]
-    print("\n".join(lines))
-    if args.markdown:
-        common.write_markdown(args.markdown, lines)
+    common.emit(lines, args.markdown)
     if mismatches:
         print(f"FAIL: numbers differ: {sorted(set(mismatches))}")
         return 1

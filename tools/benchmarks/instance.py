@@ -83,9 +83,7 @@ def main(argv=None) -> int:
         *common.markdown_table(COLUMNS),
         *rows,
     ]
-    print("\n".join(lines))
-    if args.markdown:
-        common.write_markdown(args.markdown, lines)
+    common.emit(lines, args.markdown)
     return 0 if ok else 1
 
 

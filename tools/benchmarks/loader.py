@@ -327,9 +327,7 @@ def main(argv=None) -> int:
         "",
         *table(rows, results, args.device),
     ]
-    print("\n".join(lines))
-    if args.output:
-        common.write_markdown(args.output, lines)
+    common.emit(lines, args.output)
     return 0
 
 
