@@ -30,22 +30,63 @@ def _faults(mode):
     return out[0] == "True", int(out[1])
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt (Linux)")
+MALLINFO = """
+import ctypes, sys
+import torch
+from seg_plugins.utils.memory import keep_freed_memory
+applied = keep_freed_memory() if sys.argv[1] == "keep" else False
+FIELDS = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+          "fordblks", "keepcost")
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in FIELDS]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Mallinfo2
+before = libc.mallinfo2()
+block = torch.empty(64 * 2**20 // 4).fill_(1.0)
+held = libc.mallinfo2()
+del block
+freed = libc.mallinfo2()
+print(applied, held.hblkhd - before.hblkhd, freed.arena - before.arena)
+"""
+
+
+def _heap(mode):
+    out = subprocess.run(
+        [sys.executable, "-c", MALLINFO, mode], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return out[0] == "True", int(out[1]), int(out[2])
+
+
+linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt (Linux)")
+
+
+@linux
+def test_a_freed_block_stays_in_the_heap_instead_of_being_unmapped():
+    """The mechanism, read from glibc's own counters (mallinfo2): by default a 64 MiB block
+    is a separate mmap (given back to the kernel when freed); kept, it comes from the heap,
+    and the heap keeps it after the free, for the next step to reuse."""
+    applied, mmapped, heap_after_free = _heap("keep")
+    assert applied
+    assert mmapped == 0 and heap_after_free >= 64 * 2**20
+    _, mmapped, heap_after_free = _heap("default")
+    assert mmapped >= 64 * 2**20 and heap_after_free < 64 * 2**20
+
+
+@linux
 def test_kept_memory_is_not_faulted_in_again():
+    """The effect: far fewer page faults when the block is allocated again. Not zero: this
+    host runs DAMON proactive reclaim (/sys/kernel/mm/damon), which pages out idle freed
+    heap between allocations. Quiet runs fault in 1 or 2 of the 10 blocks, CI runs up to 4,
+    against all 10 by default. So the bound is less than half the default's faults, in the
+    best of up to 3 measurements; the mechanism itself is checked exactly above."""
     applied, kept = _faults("keep")
     assert applied
     _, default = _faults("default")
     assert default > 0.9 * PAGES  # glibc munmaps the 64 MiB block and faults it in again
-    # Reused from the heap: measured 1 or 2 of the 10 blocks faulted in (5 runs), against
-    # all 10 by default. Not 0: this host runs DAMON proactive reclaim (/sys/kernel/mm/damon),
-    # which can page out the idle freed heap between allocations, more so on a loaded
-    # machine (a CI run once saw 3). That is the kernel's doing, not the allocator's, so the
-    # measurement is repeated (up to 3 runs) and the best one is held to the bound: an
-    # allocator that gave the blocks back would fault in all 10 every time.
     runs = [kept]
-    while min(runs) > 0.2 * PAGES and len(runs) < 3:
+    while min(runs) >= 0.5 * default and len(runs) < 3:
         runs.append(_faults("keep")[1])
-    assert min(runs) <= 0.2 * PAGES, runs
+    assert min(runs) < 0.5 * default, (runs, default)
 
 
 def test_keep_freed_memory_is_idempotent():
