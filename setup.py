@@ -16,7 +16,16 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=find_packages(include=("seg_plugins", "seg_plugins.*")),
+    # seg_plugins_cli: the tools' argument parsers, importable without torch (fast --help).
+    # The repository's configs/ ship as package data under seg_plugins/model_zoo/configs
+    # (seg_plugins.model_zoo finds them there, or in a checkout's configs/).
+    packages=[
+        *find_packages(include=("seg_plugins", "seg_plugins.*", "seg_plugins_cli")),
+        "seg_plugins.model_zoo.configs",
+        "seg_plugins.model_zoo.configs.lazy",  # LazyConfig .py files: modules to setuptools
+    ],
+    package_dir={"seg_plugins.model_zoo.configs": "configs"},
+    package_data={"seg_plugins.model_zoo.configs": ["*.yaml", "*/*.yaml"]},
     install_requires=[
         "torch>=2.0",
         "torchvision>=0.15",
@@ -41,8 +50,20 @@ setup(
         # and onnxruntime to run and verify the exported file.
         "export": EXPORT,
         "test": ["pytest>=7", "hypothesis>=6", *EXPORT],
+        # MODEL.CRF.BACKEND "pydensecrf2": Krähenbühl's C++ dense CRF (docs/crf.md); the
+        # default PyTorch backend needs nothing extra.
+        "crf": ["pydensecrf2>=1.1"],
     },
     entry_points={
-        "console_scripts": ["seg-plugins-train=seg_plugins.engine.cli:main"],
+        # One per tool; tools/*.py call the same functions (seg_plugins_cli.TOOLS).
+        "console_scripts": [
+            "seg-plugins-train=seg_plugins_cli.train:console",
+            "seg-plugins-predict=seg_plugins_cli.predict:main",
+            "seg-plugins-export=seg_plugins_cli.export:main",
+            "seg-plugins-check=seg_plugins_cli.check:main",
+            "seg-plugins-stats=seg_plugins_cli.stats:main",
+            "seg-plugins-visualize=seg_plugins_cli.visualize:main",
+            "seg-plugins-plot-metrics=seg_plugins_cli.plot_metrics:main",
+        ],
     },
 )

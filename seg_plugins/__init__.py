@@ -14,12 +14,14 @@ Importing this package (1) repairs the detectron2 install where needed (see
 
 from . import compat
 
-compat.apply()  # before anything below imports detectron2.modeling / data / evaluation
+# detectron2 and fvcore call torch.jit.script when imported, which torch 2.x answers with a
+# FutureWarning per call: hidden for these imports only (compat.quiet_jit_script_deprecation).
+with compat.quiet_jit_script_deprecation():
+    compat.apply()  # before anything below imports detectron2.modeling / data / evaluation
 
-# isort: split
-# Registering imports: datasets; backbones, heads and meta-architectures; evaluators.
-from . import data, evaluation, modeling  # noqa: E402,F401
-from .config import add_seg_plugins_config  # noqa: E402
+    # Registering imports: datasets; backbones, heads and meta-architectures; evaluators.
+    from . import data, evaluation, modeling  # noqa: E402,F401
+    from .config import add_seg_plugins_config  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["Predictor", "add_seg_plugins_config", "compat", "__version__"]

@@ -15,11 +15,12 @@ PACKAGE = os.path.join(REPO, "seg_plugins")
 # (__main__) sit above all.
 LAYERS = [
     {"utils", "compat", "structures"},
-    {"config"},
+    {"config", "model_zoo"},
     {"data"},
     {"evaluation"},
     {"modeling"},
     {"engine", "export"},
+    {"tools"},
 ]
 
 

@@ -100,8 +100,37 @@ def test_mask_rcnn_exports_through_detectron2_tracing(tmp_path, capsys):
     mask_rcnn = os.path.join(REPO, "configs", "shapes", "mask_rcnn_R18_FPN_GN_shapes.yaml")
     argv = ["--config-file", mask_rcnn, "--output", str(tmp_path / "out"),
             "--example-size", "64x64", "--verify-size", "80x48", "96x128",
-            "--opts", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]  # fmt: skip
+            "--random-weights", "--opts", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]  # fmt: skip
     assert tool.main(argv) == 0
     out = capsys.readouterr().out
     assert out.count("(ok)") == 4, out
     assert sorted(os.listdir(tmp_path / "out")) == ["model.onnx", "model.ts"]
+
+
+def test_export_from_the_checkpoint_alone_and_never_untrained_by_accident(tmp_path, capsys):
+    """--weights alone (the config saved in the checkpoint) exports and verifies; without
+    weights the tool refuses, unless --random-weights says so."""
+    from detectron2.config import get_cfg
+
+    from seg_plugins import add_seg_plugins_config
+    from seg_plugins.engine.checkpoint import AtomicCheckpointer
+
+    cfg = get_cfg()
+    add_seg_plugins_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO, "configs", "shapes", "unet_shapes.yaml"))
+    cfg.merge_from_list(
+        ["MODEL.UNET.BASE_CHANNELS", 4, "MODEL.UNET.DEPTH", 2, "MODEL.DEVICE", "cpu"]
+    )
+    model = build_model(cfg)
+    AtomicCheckpointer.from_config(cfg, model, str(tmp_path)).save("model_final")
+    common = ["--format", "torchscript", "--example-size", "64x64", "--verify-size", "48x40"]
+    argv = ["--weights", str(tmp_path / "model_final.pth"), "-o", str(tmp_path / "out")]
+    assert export_model.main([*argv, *common]) == 0
+    assert "(ok)" in capsys.readouterr().out
+    untrained = ["--config-file", os.path.join(REPO, "configs", "shapes", "unet_shapes.yaml"),
+                 "-o", str(tmp_path / "x"), *common, "MODEL.UNET.BASE_CHANNELS", "4"]  # fmt: skip
+    assert export_model.main(untrained) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--random-weights" in err
+    assert not os.path.exists(tmp_path / "x")
+    assert export_model.main([*untrained[:-2], "--random-weights", *untrained[-2:]]) == 0

@@ -7,12 +7,6 @@ this script finds the package).
 """
 
 import sys
-import warnings
-
-# detectron2 v0.6 scripts a few helpers with torch.jit.script, deprecated in torch 2.x.
-warnings.filterwarnings(
-    "ignore", message="`torch.jit.script` is deprecated", category=FutureWarning
-)
 
 if __package__:  # imported as tools.benchmark_loader (or run with python -m)
     from .benchmarks.loader import main

@@ -14,12 +14,6 @@ unless --allow-mismatch. See seg_plugins/modeling/convert_torchvision.py.
 """
 
 import sys
-import warnings
-
-# detectron2 v0.6 scripts a few helpers with torch.jit.script, deprecated in torch 2.x.
-warnings.filterwarnings(
-    "ignore", message="`torch.jit.script` is deprecated", category=FutureWarning
-)
 
 import seg_plugins  # noqa: F401  first: repairs detectron2 where needed, registers models
 from seg_plugins.modeling.convert_torchvision import main

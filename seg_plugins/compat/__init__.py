@@ -20,6 +20,7 @@ package stays cheap and does not import those modules itself.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.abc
 import importlib.util
@@ -30,7 +31,8 @@ import re
 import sys
 import threading
 import types
-from typing import Callable, Dict, List, Optional
+import warnings
+from typing import Callable, Dict, Iterator, List, Optional
 
 from ._import_hooks import before_import, when_imported
 
@@ -41,6 +43,7 @@ __all__ = [
     "has_compiled_ops",
     "installed_from",
     "last_eval_results",
+    "quiet_jit_script_deprecation",
     "replace_run_loop",
     "run_loop",
 ]
@@ -708,6 +711,24 @@ _REPAIRS: List[Callable[[], None]] = [
     _repair_deform_conv_on_cpu,
     _repair_cityscapes_internal_import,
 ]
+
+
+@contextlib.contextmanager
+def quiet_jit_script_deprecation() -> Iterator[None]:
+    """Hide torch's ``FutureWarning: `torch.jit.script` is deprecated`` while the block runs.
+
+    detectron2 (``modeling/box_regression.py``) and fvcore (``nn/focal_loss.py``) script a
+    few functions with ``torch.jit.script`` when imported; torch >= 2.9 warns about every
+    call, a warning that tells a seg_plugins user nothing they can act on. ``seg_plugins``
+    imports detectron2 inside this block (the one place it is silenced), so the filter holds
+    only for those imports: a ``torch.jit.script`` call of the user's own still warns
+    (tests/compat/test_jit_warning.py).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="`torch.jit.script` is deprecated", category=FutureWarning
+        )
+        yield
 
 
 def apply() -> Dict[str, str]:

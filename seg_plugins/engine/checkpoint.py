@@ -26,6 +26,18 @@ through :func:`seg_plugins.utils.file_io.atomic_open` (temporary file in the sam
 fsync, ``os.replace``): at any moment each file is either its previous complete version or
 the new complete one. A failed write (``OSError``: disk full, quota, permissions) leaves the
 previous checkpoint and ``last_checkpoint`` untouched and says so.
+
+The config in a checkpoint (weights that carry their config):
+
+Every checkpoint an :class:`AtomicCheckpointer` built by ``from_config`` saves (the Trainer's
+``model_XXXXXXX.pth`` and ``model_final.pth``) also holds, under ``"config"``, the YAML text
+of the run's config (``cfg.dump()``): a plain string, so the file still loads with
+``weights_only=True`` and with detectron2's own ``DetectionCheckpointer``, which ignores the
+key. :func:`saved_config` reads it back; :func:`config_from_checkpoint` builds a config from
+it (parsed with ``yaml.safe_load``: a YAML tag that would build a Python object is refused),
+or from an explicit config file, which wins, logging where the two differ. Checkpoints
+without one (older seg_plugins files, detectron2's model zoo, converted torchvision
+weights) load as before; building a config for them needs the config file.
 """
 
 from __future__ import annotations
@@ -37,23 +49,35 @@ import pickle
 import random
 import re
 import zipfile
+from collections.abc import Iterable, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
+import yaml
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode, get_cfg
+from detectron2.utils.file_io import PathManager
 
 from ..data.resumable import ResumableTrainLoader
 from ..utils.file_io import atomic_open, atomic_write_text
 
 __all__ = [
     "AtomicCheckpointer",
+    "CONFIG_KEY",
     "CheckpointError",
     "SafeCheckpointer",
     "SHAPE_MISMATCH_POLICIES",
+    "config_difference",
+    "config_from_checkpoint",
     "load_resume_state",
+    "log_config_difference",
+    "merge_saved_config",
+    "no_config_message",
     "resume_state",
     "rng_state",
     "safe_pickle_load",
+    "saved_config",
     "set_rng_state",
     "trim_metrics_for_resume",
 ]
@@ -61,6 +85,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SHAPE_MISMATCH_POLICIES = ("outputs", "error", "skip")
+
+CONFIG_KEY = "config"  # the checkpoint's entry holding the run's config as YAML text
 
 # atomic_open's temporary files for checkpoints and last_checkpoint
 _STALE = re.compile(r"^\.(.+\.pth|last_checkpoint)\.[^.]+\.tmp$")
@@ -326,10 +352,24 @@ def _weights_only_culprit(text: str) -> str:
 class AtomicCheckpointer(SafeCheckpointer):
     """:class:`SafeCheckpointer` whose ``save`` and ``tag_last_checkpoint`` are atomic. On
     creation it removes the temporary files of saves that a kill interrupted
-    (``.<name>.pth.<random>.tmp`` in its folder)."""
+    (``.<name>.pth.<random>.tmp`` in its folder).
 
-    def __init__(self, model, save_dir: str = "", **kwargs):
+    Args:
+        model, save_dir, trusted, shape_mismatch, checkpointables: as
+            :class:`SafeCheckpointer`.
+        config_yaml: YAML text of the run's config, saved in every checkpoint under
+            :data:`CONFIG_KEY` (module docstring); None saves none. ``from_config`` sets it
+            to ``cfg.dump()`` unless given.
+    """
+
+    def __init__(self, model, save_dir: str = "", *, config_yaml: Optional[str] = None, **kwargs):
         super().__init__(model, save_dir, **kwargs)
+        if config_yaml is not None and not isinstance(config_yaml, str):
+            raise TypeError(
+                f"config_yaml must be the config's YAML text (cfg.dump()), got a "
+                f"{type(config_yaml).__name__}"
+            )
+        self.config_yaml = config_yaml
         if self.save_dir and self.save_to_disk and os.path.isdir(self.save_dir):
             stale = [n for n in os.listdir(self.save_dir) if _STALE.match(n)]
             for name in stale:
@@ -337,12 +377,22 @@ class AtomicCheckpointer(SafeCheckpointer):
             if stale:
                 self.logger.info(f"Removed {len(stale)} interrupted checkpoint write(s): {stale}")
 
+    @classmethod
+    def from_config(
+        cls, cfg, model, save_dir: str = "", *, config_yaml: Optional[str] = None, **checkpointables
+    ):
+        checkpointer = super().from_config(cfg, model, save_dir, **checkpointables)
+        checkpointer.config_yaml = config_yaml if config_yaml is not None else _dump(cfg)
+        return checkpointer
+
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
             return
         data = {"model": self.model.state_dict()}
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
+        if self.config_yaml is not None:
+            data[CONFIG_KEY] = self.config_yaml
         data.update(kwargs)
         basename = f"{name}.pth"
         path = os.path.join(self.save_dir, basename)
@@ -371,6 +421,203 @@ class AtomicCheckpointer(SafeCheckpointer):
                 return f.read().strip()
         except OSError:
             return ""
+
+
+# ------------------------------------------------------------------ the config in a checkpoint
+_MAX_LOGGED_DIFFERENCES = 20
+_MISSING = object()  # a key only one of two configs has
+
+
+def _dump(cfg) -> Optional[str]:
+    """``cfg.dump()``, or None (with a warning) for a config holding values YAML cannot
+    write: the run goes on, its checkpoints without their config."""
+    try:
+        return cfg.dump()
+    except Exception as err:  # yacs asserts valid types; safe_dump raises RepresenterError
+        logger.warning(
+            f"the config cannot be written as YAML ({type(err).__name__}: {err}); checkpoints "
+            "of this run will not carry it: keep its config file beside them"
+        )
+        return None
+
+
+def _read_checkpoint(path: str) -> dict:
+    """The checkpoint's dict, read as :class:`SafeCheckpointer` reads it (weights_only /
+    the restricted unpickler; never full pickle)."""
+    local = PathManager.get_local_path(path) if "://" in path else path
+    if not os.path.isfile(local):
+        raise CheckpointError(f"checkpoint {path} not found")
+    return SafeCheckpointer(torch.nn.Module())._load_file(local)
+
+
+def saved_config(path: str) -> Optional[str]:
+    """The YAML text of the config saved in the checkpoint ``path`` (:data:`CONFIG_KEY`);
+    None when it holds none (older seg_plugins checkpoints, detectron2 model-zoo .pkl,
+    converted torchvision weights).
+
+    The file is read as :class:`SafeCheckpointer` reads it, never with full pickle.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or holds Python objects.
+    """
+    text = _read_checkpoint(path).get(CONFIG_KEY)
+    if text is not None and not isinstance(text, str):
+        logger.info(f"{path}: its {CONFIG_KEY!r} entry is a {type(text).__name__}, not ours")
+        return None
+    return text
+
+
+def _base_cfg() -> CfgNode:
+    from ..config import add_seg_plugins_config
+
+    return add_seg_plugins_config(get_cfg())
+
+
+def merge_saved_config(cfg: CfgNode, text: str, path: str) -> None:
+    """Merge the config text saved in ``path`` into ``cfg``, parsed with ``yaml.safe_load``."""
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise CheckpointError(
+            f"the config saved in {path} is not plain YAML and was not loaded "
+            f"({str(err).splitlines()[0]}): a YAML tag that builds Python objects is refused. "
+            "Pass the run's config file, e.g. --config-file path/config.yaml"
+        ) from None
+    if not isinstance(loaded, dict):
+        raise CheckpointError(
+            f"the config saved in {path} is a YAML {type(loaded).__name__}, not a mapping of "
+            "keys; pass the run's config file, e.g. --config-file path/config.yaml"
+        )
+    version = loaded.get("VERSION", cfg.VERSION)
+    if version != cfg.VERSION:
+        raise CheckpointError(
+            f"the config saved in {path} is a detectron2 config of VERSION {version}, this "
+            f"detectron2 reads VERSION {cfg.VERSION}; pass a config file, e.g. --config-file"
+        )
+    try:
+        cfg.merge_from_other_cfg(type(cfg)(loaded))
+    except KeyError as err:
+        key = str(err.args[0] if err.args else err).replace("Non-existent config key: ", "")
+        raise CheckpointError(
+            f"the config saved in {path} has the key {key}, which this install does not know "
+            "(a key added by a config function not applied here, e.g. your project's "
+            "add_*_config): apply that function to a config and pass it as base_cfg=, or pass "
+            "a config file with --config-file"
+        ) from None
+    except (AssertionError, ValueError) as err:  # yacs: invalid type, type mismatch
+        raise CheckpointError(f"the config saved in {path} does not load: {err}") from None
+
+
+def _as_lists(value):
+    """Tuples as lists, nested too: YAML has lists only (yacs restores the outer tuple)."""
+    if isinstance(value, (list, tuple)):
+        return [_as_lists(v) for v in value]
+    return value
+
+
+def _leaves(node, prefix: str = "") -> dict:
+    """{"A.B.C": value} of a config's leaves; tuples compare as lists."""
+    leaves = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            leaves.update(_leaves(value, f"{name}."))
+        else:
+            leaves[name] = _as_lists(value)
+    return leaves
+
+
+def config_difference(a: CfgNode, b: CfgNode, *, ignore: Iterable[str] = ()) -> list:
+    """Where two configs differ, one ``"KEY: value in a -> value in b"`` string per leaf key
+    (sorted; a key only one has shows ``<not set>`` for the other), leaving out ``ignore``."""
+    left, right = _leaves(a), _leaves(b)
+    skip = set(ignore)
+    lines = []
+    for key in sorted(set(left) | set(right)):
+        if key in skip:
+            continue
+        x, y = left.get(key, _MISSING), right.get(key, _MISSING)
+        if x is _MISSING or y is _MISSING or x != y:
+            show = ["<not set>" if v is _MISSING else repr(v) for v in (x, y)]
+            lines.append(f"{key}: {show[0]} -> {show[1]}")
+    return lines
+
+
+def log_config_difference(cfg: CfgNode, config_file: str, path: str, saved: CfgNode) -> None:
+    """Warn, one line per leaf key, where ``config_file`` (merged into ``cfg``) differs from
+    the config saved in ``path`` (merged into ``saved``); the file wins either way."""
+    try:
+        text = saved_config(path)
+        if text is None:
+            return
+        merge_saved_config(saved, text, path)
+    except CheckpointError as err:
+        logger.info(f"using {config_file}; the config saved in {path} was not compared: {err}")
+        return
+    lines = config_difference(saved, cfg, ignore=("MODEL.WEIGHTS",))
+    head = f"config file {config_file} differs from the config saved in {path}: "
+    for line in lines[:_MAX_LOGGED_DIFFERENCES]:
+        logger.warning(head + line)
+    if len(lines) > _MAX_LOGGED_DIFFERENCES:
+        logger.warning(head + f"... and {len(lines) - _MAX_LOGGED_DIFFERENCES} more")
+
+
+def no_config_message(path: str) -> str:
+    beside = os.path.join(os.path.dirname(path), "config.yaml")
+    example = (
+        f"--config-file {beside} (the config.yaml beside it, written by the run in its "
+        "OUTPUT_DIR)"
+        if "://" not in path and os.path.isfile(beside)
+        else "--config-file path/config.yaml"
+    )
+    return (
+        f"{path} holds no config (saved before checkpoints carried one, or not by "
+        f"seg_plugins): pass its config file, e.g. {example}"
+    )
+
+
+def config_from_checkpoint(
+    path: str,
+    config_file: Optional[str] = None,
+    opts: Sequence = (),
+    *,
+    base_cfg: Optional[CfgNode] = None,
+) -> CfgNode:
+    """The config to predict or export with the checkpoint ``path`` alone.
+
+    ``base_cfg`` (default: detectron2's ``get_cfg()`` with ``add_seg_plugins_config``) is
+    cloned, then merged with ``config_file`` when given (it wins; where it differs from the
+    config saved in the checkpoint, one warning per key is logged), else with the config
+    saved in the checkpoint (:func:`saved_config`, parsed with ``yaml.safe_load``); then
+    ``opts`` (KEY, VALUE, ...) are merged and MODEL.WEIGHTS is set to ``path``.
+
+    Raises:
+        CheckpointError: no config file and none saved in the checkpoint (the message names
+            the config.yaml beside it when there is one); a saved config that is not plain
+            YAML or has keys this install does not know; an unreadable checkpoint.
+        FileNotFoundError: ``config_file`` does not exist.
+
+    Example::
+
+        cfg = config_from_checkpoint("output/unet_shapes/model_final.pth")
+        cfg = config_from_checkpoint(weights, opts=["MODEL.DEVICE", "cpu"])
+    """
+    base = _base_cfg() if base_cfg is None else base_cfg.clone()
+    base.defrost()
+    cfg = base.clone()
+    if config_file:
+        if not os.path.isfile(config_file):
+            raise FileNotFoundError(f"config file not found: {config_file}")
+        cfg.merge_from_file(config_file, allow_unsafe=False)
+        log_config_difference(cfg, config_file, path, saved=base)
+    else:
+        text = saved_config(path)
+        if text is None:
+            raise CheckpointError(no_config_message(path))
+        merge_saved_config(cfg, text, path)
+    cfg.merge_from_list(list(opts or ()))
+    cfg.MODEL.WEIGHTS = path
+    return cfg
 
 
 def trim_metrics_for_resume(path: str, start_iter: int) -> int:

@@ -13,11 +13,10 @@ status 2, before any process is started.
 from __future__ import annotations
 
 import argparse
-import difflib
 import logging
 import os
 import sys
-from typing import Iterable, List, Optional
+from typing import List, Optional
 
 import torch
 import yaml
@@ -28,10 +27,20 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from .. import compat
+from seg_plugins_cli import train as train_cli
+from seg_plugins_cli.common import closest
+
+from .. import compat, model_zoo
 from ..config import add_seg_plugins_config
 from ..data.spec import DatasetSpecError, register_dataset_specs
-from .checkpoint import SafeCheckpointer
+from .checkpoint import (
+    CheckpointError,
+    SafeCheckpointer,
+    log_config_difference,
+    merge_saved_config,
+    no_config_message,
+    saved_config,
+)
 from .config_check import check_config
 from .launch import LaunchError, check_launch_args, launch, torchrun_env
 from .trainer import Trainer
@@ -55,18 +64,13 @@ def _all_keys(node: CfgNode, prefix: str = "") -> List[str]:
     return keys
 
 
-def _closest(key: str, candidates: Iterable[str]) -> str:
-    match = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]}?)" if match else ""
-
-
 def _translate_yacs_error(exc: Exception, cfg: CfgNode, source: str) -> ConfigError:
     msg = str(exc).strip("'\"")
     for marker in ("Non-existent config key: ", "Non-existent key: "):
         if marker in msg:
             key = msg.split(marker, 1)[1].strip()
             return ConfigError(
-                f"unknown config key {key} in {source}{_closest(key, _all_keys(cfg))}"
+                f"unknown config key {key} in {source}{closest(key, _all_keys(cfg))}"
             )
     if msg.startswith("Type mismatch"):
         return ConfigError(f"wrong value type in {source}: {msg}")
@@ -84,23 +88,66 @@ def _yaml_error(path: str, exc: Exception) -> str:
     return f"{path}{at}: not valid YAML: {getattr(exc, 'problem', None) or exc}"
 
 
+def resolve_config_file(name: str) -> str:
+    """``name`` if it is a file, else the shipped config of that name
+    (:func:`seg_plugins.model_zoo.get_config_file`); ConfigError if neither."""
+    if os.path.isfile(name):
+        return name
+    try:
+        path = model_zoo.get_config_file(name)
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file not found: {name}; {e}") from None
+    logger.info("--config-file %s: the config shipped with seg_plugins, %s", name, path)
+    return path
+
+
+def _merge_file(cfg: CfgNode, path: str) -> None:
+    try:
+        # allow_unsafe=False: detectron2's default (True) falls back to yaml.unsafe_load,
+        # which builds any Python object a "!!python/..." tag names; refused here.
+        cfg.merge_from_file(path, allow_unsafe=False)
+    except yaml.YAMLError as e:
+        raise ConfigError(_yaml_error(path, e)) from None
+    except (KeyError, ValueError, AssertionError) as e:
+        raise _translate_yacs_error(e, cfg, path) from None
+    except FileNotFoundError as e:  # a missing _BASE_
+        raise ConfigError(f"{path}: {e.strerror}: {e.filename}") from None
+
+
+def _merge_checkpoint_config(cfg: CfgNode, weights: str, config_file: Optional[str]) -> None:
+    """The config saved in the checkpoint ``weights``: merged when no config file was given;
+    else compared with the file's (which wins), the keys that differ logged."""
+    if config_file:
+        base = get_cfg()
+        add_seg_plugins_config(base)
+        log_config_difference(cfg, config_file, weights, saved=base)
+        return
+    try:
+        saved = saved_config(weights)
+        if saved is None:
+            raise CheckpointError(no_config_message(weights))
+        merge_saved_config(cfg, saved, weights)
+    except CheckpointError as e:
+        raise ConfigError(str(e)) from None
+
+
 def setup_cfg(args) -> CfgNode:
-    """Build the frozen config from ``args``; raises :class:`ConfigError` on user mistakes."""
+    """Build the frozen config from ``args`` (``config_file``, ``opts``; optional ``weights``,
+    a checkpoint whose saved config serves when there is no ``config_file``, and
+    ``num_gpus``); raises :class:`ConfigError` on user mistakes."""
     cfg = get_cfg()
     add_seg_plugins_config(cfg)
-    if args.config_file:
-        if not os.path.isfile(args.config_file):
-            raise ConfigError(f"config file not found: {args.config_file}")
-        try:
-            # allow_unsafe=False: detectron2's default (True) falls back to yaml.unsafe_load,
-            # which builds any Python object a "!!python/..." tag names; refused here.
-            cfg.merge_from_file(args.config_file, allow_unsafe=False)
-        except yaml.YAMLError as e:
-            raise ConfigError(_yaml_error(args.config_file, e)) from None
-        except (KeyError, ValueError, AssertionError) as e:
-            raise _translate_yacs_error(e, cfg, args.config_file) from None
-        except FileNotFoundError as e:  # a missing _BASE_
-            raise ConfigError(f"{args.config_file}: {e.strerror}: {e.filename}") from None
+    config_file = resolve_config_file(args.config_file) if args.config_file else None
+    if config_file:
+        # A shipped config's name becomes its path, for what reads the file again later
+        # (detectron2's default_setup logs and copies it).
+        args.config_file = config_file
+        _merge_file(cfg, config_file)
+    weights = getattr(args, "weights", None)
+    if weights:
+        if not os.path.isfile(weights):
+            raise ConfigError(f"--weights {weights}: no such file")
+        _merge_checkpoint_config(cfg, weights, config_file)
     if len(args.opts) % 2:
         raise ConfigError(f"overrides must be KEY VALUE pairs, got an odd list: {args.opts}")
     try:
@@ -117,11 +164,13 @@ def setup_cfg(args) -> CfgNode:
         cfg.MODEL.DEVICE = "cpu"
     # On the CPU (no CUDA, or MODEL.DEVICE cpu) --num-gpus N starts N gloo processes.
     on_gpus = cfg.MODEL.DEVICE.startswith("cuda")
-    if on_gpus and args.num_gpus > 1 and torch.cuda.device_count() < args.num_gpus:
+    num_gpus = getattr(args, "num_gpus", 1)
+    if on_gpus and num_gpus > 1 and torch.cuda.device_count() < num_gpus:
         raise ConfigError(
-            f"--num-gpus {args.num_gpus} needs {args.num_gpus} CUDA GPUs, "
-            f"found {torch.cuda.device_count()}"
+            f"--num-gpus {num_gpus} needs {num_gpus} CUDA GPUs, found {torch.cuda.device_count()}"
         )
+    if weights:
+        cfg.MODEL.WEIGHTS = weights
     cfg.freeze()
     return cfg
 
@@ -133,7 +182,7 @@ def _check_datasets(cfg: CfgNode) -> None:
             if name not in registered:
                 raise ConfigError(
                     f"DATASETS.{key}: dataset '{name}' is not registered"
-                    f"{_closest(name, registered)}"
+                    f"{closest(name, registered)}"
                     "; register it in DatasetCatalog (see datasets/README.md)"
                 )
 
@@ -205,23 +254,20 @@ def _check_batch_split(cfg: CfgNode, args) -> None:
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    """detectron2's parser, plus ``--num-processes`` (an alias of ``--num-gpus``, clearer on
-    the CPU); ``--dist-url`` is None when not given (see :func:`main`)."""
-    parser = default_argument_parser()
-    parser.add_argument(
-        "--num-processes",
-        type=int,
-        dest="num_gpus",
-        default=argparse.SUPPRESS,
-        help="processes per machine: the same as --num-gpus (one per GPU; on the CPU, gloo "
-        "processes)",
-    )
-    parser.set_defaults(dist_url=None)
-    return parser
+    """The parser of ``seg-plugins-train`` / ``tools/train_net.py``: detectron2's flags, plus
+    ``--num-processes`` (an alias of ``--num-gpus``, clearer on the CPU) and ``--opts``;
+    ``--dist-url`` is None when not given (see :func:`run`)."""
+    return train_cli.build_parser()
 
 
 def main(argv: Optional[List[str]] = None):
-    args = argument_parser().parse_args(argv)
+    """``seg-plugins-train`` / ``tools/train_net.py``: parse ``argv``, then :func:`run`."""
+    return train_cli.main(argv)
+
+
+def run(args: argparse.Namespace):
+    """Train or evaluate as ``args`` (parsed by :func:`argument_parser`) say; returns the
+    evaluation results."""
     try:
         cfg = setup_cfg(args)  # validate once, before any process starts
         try:  # impossible values / combinations for training and evaluating this config

@@ -4,8 +4,12 @@ In the spirit of detectron2's ``DefaultPredictor``, for every model of this pack
 detectron2's Mask R-CNN / Panoptic FPN::
 
     from seg_plugins import Predictor
-    predictor = Predictor.from_config_file("configs/shapes/unet_shapes.yaml", "model_final.pth")
+    predictor = Predictor.from_checkpoint("output/unet_shapes/model_final.pth")
     classes = predictor("image.png")["classes"]          # (H, W) class of every pixel
+
+A checkpoint written by the Trainer carries its config (:func:`Predictor.from_checkpoint`
+needs nothing else); for other weights give the config:
+``Predictor.from_config_file("configs/shapes/unet_shapes.yaml", "model_final.pth")``.
 
 Inputs (one, or a list for :meth:`Predictor.predict`, which batches them):
 
@@ -46,7 +50,7 @@ from ..data.io import RAW_FORMAT, read_image
 from ..data.mapper import normalize_intensity
 from ..modeling.task import SemanticTask, task_of
 from .acceleration import InferenceRunner
-from .checkpoint import CheckpointError, SafeCheckpointer
+from .checkpoint import CheckpointError, SafeCheckpointer, config_from_checkpoint
 from .loop import amp_dtype
 
 __all__ = ["InputReader", "Predictor"]
@@ -163,15 +167,54 @@ class Predictor:
             self._resize = T.ResizeShortestEdge([size, size], cfg.INPUT.MAX_SIZE_TEST)
 
     @classmethod
+    def from_checkpoint(
+        cls,
+        path: str,
+        config_file: str | None = None,
+        opts: Sequence | None = None,
+        **kwargs,
+    ) -> "Predictor":
+        """A Predictor from a checkpoint alone: the config is the one saved in it (every
+        checkpoint the Trainer writes carries its config).
+
+        Args:
+            path: the checkpoint, e.g. ``output/unet_shapes/model_final.pth``.
+            config_file: a YAML config that wins over the saved one (a warning lists the
+                keys where they differ); needed for checkpoints without a config (older
+                ones, detectron2's model zoo, converted torchvision weights).
+            opts: KEY, VALUE, ... overrides, merged last.
+            kwargs: as :class:`Predictor` (``device``).
+
+        Raises:
+            CheckpointError: no config saved and no ``config_file`` (the message says which
+                file to pass), or weights that do not fit the model.
+
+        Example::
+
+            predictor = Predictor.from_checkpoint("output/unet_shapes/model_final.pth")
+            predictor = Predictor.from_checkpoint(path, opts=["TEST.SEM_SEG.FLIP", True])
+
+        See :func:`~seg_plugins.engine.checkpoint.config_from_checkpoint`.
+        """
+        cfg = config_from_checkpoint(path, config_file, opts or ())
+        return cls(cfg, path, **kwargs)
+
+    @classmethod
     def from_config_file(
         cls, config_file: str, weights: str | None = None, opts: Sequence = (), **kwargs
     ) -> "Predictor":
         """A Predictor from a YAML config (merged safely: no Python objects from YAML tags)
-        and ``opts`` (KEY, VALUE, ... overrides)."""
+        and ``opts`` (KEY, VALUE, ... overrides); ``weights`` as :class:`Predictor`.
+        ``config_file`` is a path, or the name of a config shipped with the package
+        (``"shapes/unet_shapes.yaml"``, :mod:`seg_plugins.model_zoo`). Unlike
+        :meth:`from_checkpoint` it does not read the checkpoint's saved config."""
         from detectron2.config import get_cfg
 
+        from .. import model_zoo
         from ..config import add_seg_plugins_config
 
+        if not os.path.isfile(config_file):
+            config_file = model_zoo.get_config_file(config_file)  # FileNotFoundError names it
         cfg = get_cfg()
         add_seg_plugins_config(cfg)
         cfg.merge_from_file(config_file, allow_unsafe=False)

@@ -66,6 +66,9 @@ class Trainer(DefaultTrainer):
             check_config(cfg)  # impossible values and combinations, before anything is built
         if cfg.SOLVER.CPU_KEEP_FREED_MEMORY and torch.device(cfg.MODEL.DEVICE).type == "cpu":
             keep_freed_memory()
+        # the config as given (before the AMP switch below and detectron2's
+        # auto_scale_workers): what every checkpoint carries, what reproduces the run
+        self._given_cfg = cfg
         amp = cfg.SOLVER.AMP.ENABLED
         if amp:
             # detectron2 v0.6 would build its AMPTrainer (CUDA-only, float16 only): build the
@@ -95,10 +98,14 @@ class Trainer(DefaultTrainer):
     # ------------------------------------------------------------------ checkpoints, resume
     def build_hooks(self):
         """detectron2's hooks, saving through :class:`AtomicCheckpointer` (a kill or a full
-        disk during a save never leaves a truncated checkpoint or ``last_checkpoint``), which
-        also loads safely (MODEL.WEIGHTS_TRUSTED, MODEL.WEIGHTS_SHAPE_MISMATCH)."""
+        disk during a save never leaves a truncated checkpoint or ``last_checkpoint``; every
+        checkpoint carries the run's config, as given to the Trainer), which also loads
+        safely (MODEL.WEIGHTS_TRUSTED, MODEL.WEIGHTS_SHAPE_MISMATCH)."""
         self.checkpointer = AtomicCheckpointer.from_config(
-            self.cfg, self.checkpointer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+            self._given_cfg,
+            self.checkpointer.model,
+            self.cfg.OUTPUT_DIR,
+            trainer=weakref.proxy(self),
         )
         return super().build_hooks()
 

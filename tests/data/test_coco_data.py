@@ -628,9 +628,9 @@ def test_skipping_through_the_trainer_trains_evaluates_and_lists_the_skipped(
 
 # --------------------------------------------------------------------------- sizes
 def _check_dataset_tool():
-    from tools import check_dataset
+    from seg_plugins_cli import check
 
-    return check_dataset
+    return check
 
 
 @pytest.mark.parametrize("level", ["light", "full"])

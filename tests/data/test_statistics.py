@@ -1,5 +1,6 @@
-"""seg_plugins.data.statistics and tools/dataset_stats.py: exact counts on generated label
-maps, the class-weight formulas against hand-computed numbers, instance counts and areas."""
+"""seg_plugins.data.statistics and seg-plugins-stats (tools/dataset_stats.py): exact counts
+on generated label maps, the class-weight formulas against hand-computed numbers, instance
+counts and areas."""
 
 import json
 import logging
@@ -18,12 +19,13 @@ from pycocotools import mask as mask_util
 
 from seg_plugins.data import register_sem_seg_folder
 from seg_plugins.data.statistics import (
+    CLASS_WEIGHT_METHODS,
     instance_statistics,
     select_records,
     sem_seg_statistics,
     suggest_class_weights,
 )
-from tools import dataset_stats
+from seg_plugins_cli import stats as stats_cli
 
 
 def _save(path, label: np.ndarray) -> str:
@@ -203,7 +205,7 @@ def folder_dataset(tmp_path):
 
 def test_tool_prints_table_weights_line_and_json(folder_dataset, tmp_path, capsys):
     out = tmp_path / "stats.json"
-    assert dataset_stats.main([folder_dataset, "--method", "inverse_log", "--json", str(out)]) == 0
+    assert stats_cli.main([folder_dataset, "--method", "inverse_log", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
     stats = report["sem_seg"]
@@ -218,13 +220,30 @@ def test_tool_prints_table_weights_line_and_json(folder_dataset, tmp_path, capsy
 
 
 def test_tool_uses_presence_frequency_for_median_frequency(folder_dataset, capsys):
-    assert dataset_stats.main([folder_dataset]) == 0
+    assert stats_cli.main([folder_dataset]) == 0
     # bg: 5 of the 6 labelled pixels of its 2 images; fg: 1 of the 2 of its image ->
     # median 2/3 -> 0.8, 1.333 -> / 1.0667 (plain pixel frequencies would give 0.333, 1.667)
     assert 'CLASS_WEIGHTS "[0.7500, 1.2500, 0.0000]"' in capsys.readouterr().out
 
 
 def test_tool_unknown_dataset_is_one_line_exit_2(capsys):
-    assert dataset_stats.main(["shapes_trian"]) == 2
+    assert stats_cli.main(["shapes_trian"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "did you mean shapes_train?" in err[0]
+
+
+def test_tool_takes_config_overrides(folder_dataset, capsys):
+    """KEY VALUE pairs after the name (or after --opts) build the config, as in train_net."""
+    key = "MODEL.SEM_SEG_HEAD.NUM_CLASSES"
+    assert stats_cli.main([folder_dataset, "--method", "median_frequency", key, "3"]) == 0
+    assert 'CLASS_WEIGHTS "[0.7500, 1.2500, 0.0000]"' in capsys.readouterr().out
+    assert stats_cli.main([folder_dataset, "--opts", key, "3"]) == 0
+    assert 'CLASS_WEIGHTS "[0.7500, 1.2500, 0.0000]"' in capsys.readouterr().out
+    assert stats_cli.main([folder_dataset, "MODEL.SEM_SEG_HEAD.NUM_CLASES", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"did you mean {key}?" in err[0]
+
+
+def test_tool_parser_offers_every_method():
+    # the parser does not import seg_plugins.data.statistics (torch): its own copy
+    assert stats_cli.METHODS == CLASS_WEIGHT_METHODS

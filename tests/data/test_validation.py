@@ -345,22 +345,48 @@ def test_skip_wrapper_returns_none_and_counts(tmp_path, caplog):
 
 
 def test_check_dataset_tool(tmp_path, names, capsys):
-    from tools import check_dataset
+    from seg_plugins_cli import check as check_cli
 
     _good_pairs(tmp_path / "good", 3)
     _register(names, "t_tool_good", tmp_path / "good")
-    assert check_dataset.main(["t_tool_good", "--workers", "1"]) == 0
+    assert check_cli.main(["t_tool_good", "--workers", "1"]) == 0
     assert "t_tool_good: 3 records, 0 error(s)" in capsys.readouterr().out
 
     _broken_dataset(tmp_path / "bad")
     _register(names, "t_tool_bad", tmp_path / "bad")
     report = tmp_path / "report.json"
-    assert check_dataset.main(["t_tool_bad", "--workers", "2", "--json", str(report)]) == 1
+    assert check_cli.main(["t_tool_bad", "--workers", "2", "--json", str(report)]) == 1
     out = capsys.readouterr().out
     assert "t_tool_bad: 9 records, 4 error(s)" in out  # b_missing has its label here
     assert "label_values" in out and "label_mode" in out and "size_mismatch" in out
     assert json.loads(report.read_text())[0]["errors"] == 4
-    assert check_dataset.main(["no_such_dataset"]) == 2
+    assert check_cli.main(["no_such_dataset"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("seg_plugins: error: dataset(s) not registered")
+    # did you mean; flags after the names, then KEY VALUE overrides (which reach the config)
+    assert check_cli.main(["t_tool_gdoo", "--workers", "1", "INPUT.FORMAT", "L"]) == 2
+    assert "t_tool_gdoo (did you mean t_tool_good?)" in capsys.readouterr().err
+    assert check_cli.main(["t_tool_good", "--workers", "1", "INPUT.FORMT", "L"]) == 2
+    assert "unknown config key INPUT.FORMT" in capsys.readouterr().err
+    assert check_cli.main(["t_tool_good", "--level", "light", "--opts", "INPUT.FORMAT", "L"]) == 0
+    assert "t_tool_good: 3 records, 0 error(s)" in capsys.readouterr().out
+
+
+def test_check_dataset_tool_registers_spec_files_before_the_config(tmp_path, names, capsys):
+    """--spec files are registered before the config is set up, so the config's
+    DATASETS.TRAIN / TEST (whose names setup_cfg checks) may name their datasets."""
+    from seg_plugins_cli import check as check_cli
+
+    _good_pairs(tmp_path / "val", 2)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "name: t_spec\nformat: sem_seg_folder\nclasses: [background, a, b]\n"
+        "splits:\n  val: {images: val/images, masks: val/masks}\n"
+    )
+    names.append("t_spec_val")
+    argv = ["t_spec_val", "--spec", str(spec), "--workers", "1"]
+    assert check_cli.main([*argv, "DATASETS.TEST", "('t_spec_val',)"]) == 0
+    assert "t_spec_val: 2 records, 0 error(s)" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------- listing
@@ -385,9 +411,9 @@ def test_a_non_image_in_a_folder_dataset_is_a_report_line_not_a_traceback(tmp_pa
     bad = next(r for r in records if r["file_name"].endswith("notes.png"))
     assert "height" not in bad
 
-    from tools import check_dataset
+    from seg_plugins_cli import check as check_cli
 
-    assert check_dataset.main(["t_nonimage", "--workers", "1"]) == 1
+    assert check_cli.main(["t_nonimage", "--workers", "1"]) == 1
     out = capsys.readouterr().out
     assert "t_nonimage: 4 records, 1 error(s)" in out
     assert "[unreadable]" in out and "notes.png: cannot read image" in out, out

@@ -14,6 +14,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODULES = {  # entry script -> module of tools/benchmarks/
     "benchmark": "vs_pytorch",
+    "benchmark_cli_help": "cli_help",
     "benchmark_crf": "crf",
     "benchmark_demo": "demo",
     "benchmark_evaluator": "evaluator",

@@ -1,4 +1,5 @@
-"""tools/plot_metrics.py on a generated metrics.json (detectron2's JSON lines)."""
+"""seg-plugins-plot-metrics (tools/plot_metrics.py) on a generated metrics.json (detectron2's
+JSON lines)."""
 
 import json
 import os
@@ -6,10 +7,7 @@ import os
 import numpy as np
 from PIL import Image
 
-import seg_plugins  # noqa: F401  must come before detectron2 submodules (repairs the install)
-
-# isort: split
-from tools import plot_metrics
+from seg_plugins_cli import plot_metrics
 
 
 def test_writes_curves_png_beside_metrics_json(tmp_path, capsys):

@@ -2,6 +2,7 @@
 weights the test writes with DetectionCheckpointer: outputs, input forms, errors, the
 progress bar."""
 
+import logging
 import os
 
 import numpy as np
@@ -20,6 +21,7 @@ from detectron2.modeling import build_model
 from seg_plugins import add_seg_plugins_config
 from seg_plugins.data import SemSegDatasetMapper
 from seg_plugins.data.io import read_label
+from seg_plugins.tools import predict as predict_impl
 from tools import predict
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -178,3 +180,61 @@ def test_onnx_model_instead_of_pytorch(tmp_path, images, weights, capsys):
         np.testing.assert_array_equal(got[clear], read_label(str(torch_out / f"im{i}.png"))[clear])
     assert _run(onnx_out, [str(images)], "--onnx", str(tmp_path / "none.onnx")) == 2
     assert "none.onnx: no such file" in capsys.readouterr().err
+
+
+def test_the_checkpoint_alone_predicts_as_its_config_does(tmp_path, images):
+    """A checkpoint saved by seg_plugins' checkpointer carries its config: --weights alone
+    gives the same labels as --config-file + MODEL.WEIGHTS."""
+    from seg_plugins.engine.checkpoint import AtomicCheckpointer
+
+    cfg, model = _model(TINY)
+    AtomicCheckpointer.from_config(cfg, model, str(tmp_path / "run")).save("model_final")
+    weights = str(tmp_path / "run" / "model_final.pth")
+    by_config = tmp_path / "by_config"
+    assert _run(by_config, [str(images)], opts=["MODEL.WEIGHTS", weights]) == 0
+    alone = tmp_path / "alone"
+    argv = ["--weights", weights, "--input", str(images), "-o", str(alone)]
+    assert predict.main(argv) == 0
+    for i in range(len(SIZES)):
+        np.testing.assert_array_equal(
+            read_label(str(alone / f"im{i}.png")), read_label(str(by_config / f"im{i}.png"))
+        )
+
+
+def test_a_checkpoint_without_config_needs_one(tmp_path, images, weights, capsys):
+    """An older checkpoint (no config inside) still predicts with --config-file; alone, the
+    error says to pass its config."""
+    argv = ["--weights", weights, "--input", str(images), "-o", str(tmp_path)]
+    assert predict.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds no config" in err and "--config-file" in err
+    assert predict.main(["--config-file", UNET_CFG, *argv, *TINY]) == 0
+
+
+def test_log_lines_go_through_the_progress_bar(tmp_path, images, weights, monkeypatch):
+    """While the bar runs, seg_plugins' console handler writes through tqdm.write (which
+    clears and redraws the bar), so a log line and the bar never share a terminal line."""
+    from tqdm import tqdm
+
+    written = []
+    monkeypatch.setattr(tqdm, "write", classmethod(lambda cls, s, **k: written.append(s)))
+    handler = logging.StreamHandler()
+    seg_logger = logging.getLogger("seg_plugins")
+    seg_logger.addHandler(handler)
+    try:
+        monkeypatch.setattr(
+            predict_impl, "OutputWriter", _logging_writer(predict_impl.OutputWriter)
+        )
+        assert _run(tmp_path, [str(images)], opts=["MODEL.WEIGHTS", weights]) == 0
+    finally:
+        seg_logger.removeHandler(handler)
+    assert sum("writing im" in line for line in written) == len(SIZES), written
+
+
+def _logging_writer(base):
+    class Writer(base):
+        def __call__(self, path, logits, prefix):
+            logging.getLogger("seg_plugins.predict").warning("writing %s", os.path.basename(path))
+            return super().__call__(path, logits, prefix)
+
+    return Writer

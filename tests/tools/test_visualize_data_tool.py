@@ -1,5 +1,6 @@
-"""tools/visualize_data.py in process: both sources on a tiny shapes dataset (semantic and
-Mask R-CNN configs) and on a 1-channel 16-bit folder dataset; PNG count, size, pixels."""
+"""seg-plugins-visualize (tools/visualize_data.py) in process: both sources on a tiny shapes
+dataset (semantic and Mask R-CNN configs) and on a 1-channel 16-bit folder dataset; PNG
+count, size, pixels."""
 
 import os
 
@@ -13,7 +14,8 @@ import seg_plugins  # noqa: F401  must come before detectron2 submodules (repair
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from seg_plugins.data import register_sem_seg_folder, register_shapes
-from tools import visualize_data as vis
+from seg_plugins.tools import visualize as vis
+from seg_plugins_cli import visualize as vis_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 UNET_CFG = os.path.join(REPO, "configs", "shapes", "unet_shapes.yaml")
@@ -64,7 +66,7 @@ def _run(out, config, source, n, *extra):
     # OUTPUT_DIR: the training loader may write skipped_samples.json there; not the configs'
     # ./output/<name> in the repository
     argv += ["--num-images", str(n), "--scale", "1", *extra, "OUTPUT_DIR", str(out / "output")]
-    return vis.main(argv)
+    return vis_cli.main(argv)
 
 
 def _pngs(folder):
@@ -192,5 +194,9 @@ def _cfg():
 def test_command_mistakes_exit_2(tmp_path, capsys):
     assert _run(tmp_path, UNET_CFG, "annotation", 1, "--dataset", "no_such_data") == 2
     assert "not registered" in capsys.readouterr().err
-    assert _run(tmp_path, UNET_CFG, "annotation", 0) == 2
+    with pytest.raises(SystemExit) as exit_:  # an argument mistake: the parser's error
+        _run(tmp_path, UNET_CFG, "annotation", 0)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("seg_plugins: error: --num-images must be >= 1")
     assert _pngs(tmp_path) == []
