@@ -7,7 +7,7 @@ import argparse
 import os
 from typing import List, Optional
 
-from .common import ToolParser, add_config_arguments, parse
+from .common import ToolParser, add_config_arguments, dispatch, parse
 
 LEVELS = ("light", "full")  # seg_plugins.data.validation.check_dataset_records
 
@@ -83,6 +83,4 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    from seg_plugins.tools.check import run
-
-    return run(args)
+    return dispatch("check", args)

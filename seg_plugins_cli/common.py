@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import importlib
 import os
 import re
 import sys
@@ -26,10 +27,13 @@ __all__ = [
     "ToolParser",
     "add_config_arguments",
     "add_output_argument",
+    "add_weights_argument",
     "closest",
+    "dispatch",
     "fail",
     "is_config_key",
     "parse",
+    "require_weights_or_config",
     "split_overrides",
 ]
 
@@ -151,6 +155,27 @@ def add_config_arguments(parser: ToolParser, *, required: bool = True, overrides
         metavar="KEY VALUE",
         help="the same overrides after a flag (alias; last on the line)",
     )
+
+
+def add_weights_argument(parser: ToolParser) -> None:
+    """``--weights``: the checkpoint, whose saved config serves when no config is given."""
+    parser.add_argument(
+        "--weights",
+        metavar="MODEL.pth",
+        help="the checkpoint (same as MODEL.WEIGHTS); its saved config is used when "
+        "--config-file is not given",
+    )
+
+
+def require_weights_or_config(parser: ToolParser, args: argparse.Namespace) -> None:
+    if not args.config_file and not args.weights:
+        parser.error("give --weights model.pth (its config is saved in it) or --config-file")
+
+
+def dispatch(tool: str, args: argparse.Namespace):
+    """Import the tool's implementation, ``seg_plugins.tools.<tool>`` (torch, detectron2),
+    and return its ``run(args)``."""
+    return importlib.import_module(f"seg_plugins.tools.{tool}").run(args)
 
 
 def add_output_argument(parser: ToolParser, help: str, *, required: bool = True) -> None:

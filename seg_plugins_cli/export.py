@@ -6,7 +6,15 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
-from .common import ToolParser, add_config_arguments, add_output_argument, parse
+from .common import (
+    ToolParser,
+    add_config_arguments,
+    add_output_argument,
+    add_weights_argument,
+    dispatch,
+    parse,
+    require_weights_or_config,
+)
 
 FORMATS = ("onnx", "torchscript")
 
@@ -47,12 +55,7 @@ def build_parser() -> ToolParser:
         epilog=EPILOG,
     )
     add_config_arguments(parser, required=False)
-    parser.add_argument(
-        "--weights",
-        metavar="MODEL.pth",
-        help="the checkpoint (same as MODEL.WEIGHTS); its saved config is used when "
-        "--config-file is not given",
-    )
+    add_weights_argument(parser)
     parser.add_argument(
         "--random-weights",
         action="store_true",
@@ -93,13 +96,10 @@ def build_parser() -> ToolParser:
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = build_parser()
     args = parse(parser, argv)
-    if not args.config_file and not args.weights:
-        parser.error("give --weights model.pth (its config is saved in it) or --config-file")
+    require_weights_or_config(parser, args)
     return args
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    from seg_plugins.tools.export import run
-
-    return run(args)
+    return dispatch("export", args)

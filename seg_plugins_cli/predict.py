@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from .common import ToolParser, add_config_arguments, add_output_argument, parse
+from .common import (
+    ToolParser,
+    add_config_arguments,
+    add_output_argument,
+    add_weights_argument,
+    dispatch,
+    parse,
+    require_weights_or_config,
+)
 
 EPILOG = """\
 examples:
@@ -43,12 +51,7 @@ def build_parser() -> ToolParser:
         epilog=EPILOG,
     )
     add_config_arguments(parser, required=False)
-    parser.add_argument(
-        "--weights",
-        metavar="MODEL.pth",
-        help="the checkpoint (same as MODEL.WEIGHTS); its saved config is used when "
-        "--config-file is not given",
-    )
+    add_weights_argument(parser)
     parser.add_argument(
         "--input",
         required=True,
@@ -73,13 +76,10 @@ def build_parser() -> ToolParser:
 def parse_args(argv: Optional[List[str]] = None):
     parser = build_parser()
     args = parse(parser, argv)
-    if not args.config_file and not args.weights:
-        parser.error("give --weights model.pth (its config is saved in it) or --config-file")
+    require_weights_or_config(parser, args)
     return args
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    from seg_plugins.tools.predict import run
-
-    return run(args)
+    return dispatch("predict", args)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
-from .common import ToolParser, add_config_arguments, parse
+from .common import ToolParser, add_config_arguments, dispatch, parse
 
 # seg_plugins.data.statistics.CLASS_WEIGHT_METHODS (not imported: it loads torch)
 METHODS = ("median_frequency", "inverse_log")
@@ -71,6 +71,4 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    from seg_plugins.tools.stats import run
-
-    return run(args)
+    return dispatch("stats", args)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
-from .common import ToolParser, add_config_arguments, add_output_argument, parse
+from .common import ToolParser, add_config_arguments, add_output_argument, dispatch, parse
 
 SOURCES = ("annotation", "dataloader")
 
@@ -86,6 +86,4 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    from seg_plugins.tools.visualize import run
-
-    return run(args)
+    return dispatch("visualize", args)
