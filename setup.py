@@ -51,7 +51,8 @@ setup(
         "export": EXPORT,
         "test": ["pytest>=7", "hypothesis>=6", *EXPORT],
         # MODEL.CRF.BACKEND "pydensecrf2": Krähenbühl's C++ dense CRF (docs/crf.md); the
-        # default PyTorch backend needs nothing extra.
+        # default PyTorch backend needs nothing extra. No wheel for most platforms: pip
+        # builds the sdist (Cython, a C++ compiler; about 30 s).
         "crf": ["pydensecrf2>=1.1"],
     },
     entry_points={

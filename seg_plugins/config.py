@@ -115,8 +115,14 @@ def add_seg_plugins_config(cfg: CN) -> CN:
     _setdefault(crf, "BILATERAL_INTENSITY_STD", 3.0)  # its theta_beta, in input-image units
     _setdefault(crf, "GAUSSIAN_WEIGHT", 3.0)  # w of the smoothness kernel; 0 = off
     _setdefault(crf, "GAUSSIAN_XY_STD", 1.0)  # its position std theta_gamma, in pixels
-    _setdefault(crf, "MAX_EXACT_PIXELS", 4096)  # up to H*W: exact O(N^2) sum; above: window
+    _setdefault(crf, "MAX_EXACT_PIXELS", 4096)  # up to H*W: exact O(N^2) sum; above: the filter
+    # Bilateral filter above MAX_EXACT_PIXELS: "permutohedral" (lattice, linear in H*W) or
+    # "window" (kernel truncated to WINDOW_RADIUS; docs/crf.md's shapes tables used it).
+    _setdefault(crf, "BILATERAL_FILTER", "permutohedral")
     _setdefault(crf, "WINDOW_RADIUS", 10)  # window approximation: bilateral pairs within r px
+    # "torch" (this package) or "pydensecrf2" (Krähenbühl's C++ code, optional: pip install
+    # seg_plugins[crf]; normalised kernels, CPU; ignores the three keys above).
+    _setdefault(crf, "BACKEND", "torch")
 
     # --- data -----------------------------------------------------------------------------
     _setdefault(cfg.INPUT, "SEM_SEG", CN())

@@ -26,6 +26,7 @@ VENV="${SEG_PLUGINS_VENV:-$ROOT/.venv}"
 PY_VERSION=3.11
 TORCH_PIN="torch==2.14.1"
 TORCHVISION_PIN="torchvision==0.29.1"
+PYDENSECRF_PIN="pydensecrf2==1.1"  # the optional CRF backend (extra "crf"); tests use it
 D2_GIT_URL="https://github.com/facebookresearch/detectron2.git"
 D2_GIT_TIMEOUT="${SEG_PLUGINS_D2_GIT_TIMEOUT:-20}"
 D2_SDIST="pb1-detectron2==0.6"
@@ -183,6 +184,11 @@ log "detectron2 from: $D2_SOURCE"
 # --- 4. this package, editable, with its test extras --------------------------------------
 log "installing seg_plugins (editable) and its dependencies"
 "${PIP[@]}" install -q -c "$CONSTRAINTS" --no-build-isolation -e "$ROOT[test]"
+# The optional CRF backend (setup.py's "crf" extra), so that its tests run here too: no wheel
+# exists for this platform, pip builds it (Cython fetched into an isolated build, g++; ~30 s).
+log "building pydensecrf2 (the optional dense CRF backend, MODEL.CRF.BACKEND pydensecrf2)"
+"${PIP[@]}" install -q -c "$CONSTRAINTS" "$PYDENSECRF_PIN" \
+  || die "could not build $PYDENSECRF_PIN (needs a C++ compiler); the tests of the optional CRF backend need it"
 
 "$VPY" -W ignore::FutureWarning -c "import seg_plugins, detectron2.modeling, detectron2.data, detectron2.evaluation" \
   || die "the environment was built but 'import seg_plugins' fails; see the traceback above."

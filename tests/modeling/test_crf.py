@@ -2,7 +2,9 @@
 its use by the meta-architectures (CPU, tiny images)."""
 
 import os
+import sys
 
+import numpy
 import pytest
 import torch
 from PIL import Image
@@ -16,7 +18,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from seg_plugins.evaluation import SemSegMetricsEvaluator
-from seg_plugins.modeling.postprocessing import DenseCRF, build_crf
+from seg_plugins.modeling.postprocessing import DenseCRF, build_crf, permutohedral
+from seg_plugins.modeling.postprocessing import crf as crf_module
 from seg_plugins.structures import binary_logits_to_two_class
 from tests.modeling.seg_model_checks import make_inputs, train_step_checks
 
@@ -29,7 +32,8 @@ STRONG = dict(
     gaussian_weight=1.5,
     gaussian_xy_std=1.3,
 )
-EXACT, WINDOW = dict(max_exact_pixels=10**9), dict(max_exact_pixels=0)
+EXACT, WINDOW = dict(max_exact_pixels=10**9), dict(max_exact_pixels=0, bilateral_filter="window")
+LATTICE = dict(max_exact_pixels=0)  # the default filter above MAX_EXACT_PIXELS
 
 
 def _tiny(num_classes=3, channels=3, size=(6, 7), seed=0):
@@ -65,7 +69,7 @@ def _brute_force(logits, image, crf, window_radius=None):
 # ------------------------------------------------------------------------------ the module
 
 
-@pytest.mark.parametrize("mode", [EXACT, WINDOW])
+@pytest.mark.parametrize("mode", [EXACT, WINDOW, LATTICE])
 def test_zero_pairwise_weights_give_softmax(mode):
     logits, image = _tiny()
     crf = DenseCRF(bilateral_weight=0.0, gaussian_weight=0.0, **mode)
@@ -118,7 +122,7 @@ def _shifted_boundary(channels):
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("mode", [EXACT, dict(WINDOW, window_radius=8)])
+@pytest.mark.parametrize("mode", [EXACT, dict(WINDOW, window_radius=8), LATTICE])
 def test_crf_moves_the_boundary_to_the_colour_edge(channels, mode):
     logits, image, truth = _shifted_boundary(channels)
     crf = DenseCRF(bilateral_intensity_std=10.0, **mode)
@@ -156,6 +160,8 @@ def test_bad_shapes_raise():
         ("GAUSSIAN_WEIGHT", -0.5, r"MODEL\.CRF\.GAUSSIAN_WEIGHT.*>= 0"),
         ("WINDOW_RADIUS", 0, r"MODEL\.CRF\.WINDOW_RADIUS.*>= 1"),
         ("MAX_EXACT_PIXELS", 10.5, r"MODEL\.CRF\.MAX_EXACT_PIXELS.*integer"),
+        ("BILATERAL_FILTER", "lattice", r"MODEL\.CRF\.BILATERAL_FILTER.*'permutohedral'"),
+        ("BACKEND", "cuda", r"MODEL\.CRF\.BACKEND.*'pydensecrf2'"),
     ],
 )
 def test_bad_config_values_raise_naming_the_key(key, value, match):
@@ -171,6 +177,135 @@ def test_config_defaults_are_the_constructor_defaults():
     assert build_crf(cfg) is None  # MODEL.CRF.ENABLED is False by default
     cfg.MODEL.CRF.ENABLED = True
     assert repr(build_crf(cfg)) == repr(DenseCRF())
+
+
+# ------------------------------------------------------- the permutohedral lattice (large images)
+
+
+def _scene(size=48, channels=3, seed=0, classes=3, strength=1.2):
+    """Discs of ``classes - 1`` colours on a background, with per-pixel noise of std 4, and
+    the logits of a coarse network: the one-hot truth average-pooled by 4, upsampled, times
+    ``strength``, plus noise. Returns logits (K, H, W), image (C, H, W), truth (H, W)."""
+    gen = torch.Generator().manual_seed(seed)
+    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    truth = torch.zeros(size, size, dtype=torch.long)
+    for label in range(1, classes):
+        for _ in range(2):
+            cy, cx = (torch.rand(2, generator=gen) * size).tolist()
+            radius = size * (0.15 + 0.15 * torch.rand(1, generator=gen).item())
+            truth[(ys - cy) ** 2 + (xs - cx) ** 2 < radius**2] = label
+    palette = torch.rand(classes, channels, generator=gen) * 180 + 40
+    image = palette[truth].permute(2, 0, 1) + torch.randn(channels, size, size, generator=gen) * 4
+    coarse = F.avg_pool2d(F.one_hot(truth, classes).permute(2, 0, 1)[None].float(), 4)
+    logits = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)[0]
+    return logits * strength + torch.randn(logits.shape, generator=gen) * 0.5, image, truth
+
+
+def _agreement(q, reference):
+    """Percentage of pixels whose labels (argmax over dim 0) agree."""
+    return (q.argmax(0) == reference.argmax(0)).double().mean().item() * 100
+
+
+@pytest.mark.parametrize("stds", [(67.0, 3.0), (10.0, 10.0), (5.0, 20.0)])
+def test_lattice_messages_approximate_the_exact_sums(stds):
+    """The lattice's bilateral messages (self weight removed) against the exact sums over
+    j != i on a 32 x 32 image: within 30% (Frobenius), on average 0.7-1.0x (the lattice
+    loses what its blur sends to missing vertices; docs/crf.md has the figures)."""
+    _, image, _ = _scene(size=32)
+    features = crf_module._bilateral_features(image, *stds)
+    q = F.softmax(torch.randn(32 * 32, 3, generator=torch.Generator().manual_seed(1)) * 2, 1)
+    exact = crf_module._exact_message(q, features, block=256)
+    approx = crf_module._lattice_message_fn(features)(q)
+    assert (approx >= 0).all()
+    assert (approx - exact).norm() < 0.3 * exact.norm()
+    assert 0.7 < approx.sum() / exact.sum() < 1.0
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_lattice_mean_field_agrees_with_exact(channels):
+    """DeepLab-v2's defaults, 10 iterations, a weak unary (the pairwise terms decide more):
+    the labels agree with the exact fully connected CRF on >= 99% of the pixels, where the
+    unary alone (or the Gaussian term alone) agrees on < 98.5%."""
+    for seed in range(2):
+        logits, image, _ = _scene(channels=channels, seed=seed, strength=0.5)
+        exact = DenseCRF(**EXACT)(logits, image)
+        lattice = DenseCRF(**LATTICE)(logits, image)
+        assert _agreement(lattice, exact) >= 99.0
+        assert (lattice - exact).abs().mean() < 0.005
+        assert _agreement(logits, exact) < 98.5
+        assert _agreement(DenseCRF(bilateral_weight=0.0, **LATTICE)(logits, image), exact) < 98.5
+
+
+def test_images_above_max_exact_pixels_get_the_lattice_by_default():
+    logits, image, _ = _scene(size=65)  # 4225 > MAX_EXACT_PIXELS's 4096
+    default = DenseCRF(iterations=3)(logits, image)
+    torch.testing.assert_close(default, DenseCRF(iterations=3, **LATTICE)(logits, image))
+    window = DenseCRF(iterations=3, **WINDOW)(logits, image)
+    assert (default - window).abs().max() > 1e-3
+
+
+def test_lattice_on_16_bit_images(monkeypatch):
+    """16-bit values with theta_b in their units work like the 8-bit image they scale; a
+    16-bit RGB image over a small theta_b (lattice keys too wide to pack) agrees with exact."""
+    rows = []
+    find_rows = permutohedral._find_rows
+    monkeypatch.setattr(permutohedral, "_find_rows", lambda *a: rows.append(1) or find_rows(*a))
+    logits, image, _ = _scene(channels=1, strength=0.5)
+    eight = DenseCRF(**LATTICE)(logits, image)
+    sixteen = DenseCRF(bilateral_intensity_std=3.0 * 257, **LATTICE)(logits, image * 257)
+    assert _agreement(sixteen, eight) >= 99.5
+    logits, image, _ = _scene(channels=3, strength=0.5)
+    wide = image * 257  # 10000-60000
+    assert not rows
+    q = DenseCRF(**LATTICE)(logits, wide)
+    assert rows  # the keys did not pack
+    assert torch.isfinite(q).all()
+    torch.testing.assert_close(q.sum(0), torch.ones(q.shape[1:]))
+    assert _agreement(q, DenseCRF(**EXACT)(logits, wide)) >= 99.0
+
+
+# ----------------------------------------------------------------- the pydensecrf2 backend
+
+
+def test_pydensecrf2_backend_without_the_package_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pydensecrf", None)  # import pydensecrf fails
+    monkeypatch.setitem(sys.modules, "pydensecrf.densecrf", None)
+    with pytest.raises(ImportError, match=r"pip install seg_plugins\[crf\]"):
+        DenseCRF(backend="pydensecrf2")
+    cfg = seg_plugins.add_seg_plugins_config(get_cfg())
+    cfg.MODEL.CRF.ENABLED = True
+    cfg.MODEL.CRF.BACKEND = "pydensecrf2"
+    with pytest.raises(ImportError, match=r"MODEL\.CRF\.BACKEND.*pip install pydensecrf2"):
+        build_crf(cfg)
+
+
+def test_pydensecrf2_backend_is_its_own_bilateral_call():
+    """The float features passed to addPairwiseEnergy are what addPairwiseBilateral builds
+    from an 8-bit RGB image: the same Q."""
+    densecrf = pytest.importorskip("pydensecrf.densecrf")  # the optional dependency only
+    logits, image, _ = _scene(size=40)
+    image = image.round().clamp(0, 255)
+    q = DenseCRF(backend="pydensecrf2")(logits, image)
+    model = densecrf.DenseCRF2D(40, 40, 3)
+    model.setUnaryEnergy(-F.log_softmax(logits.double(), 0).float().reshape(3, -1).numpy())
+    model.addPairwiseGaussian(sxy=1.0, compat=3.0)
+    rgb = image.permute(1, 2, 0).to(torch.uint8).contiguous().numpy()
+    model.addPairwiseBilateral(sxy=67.0, srgb=3.0, rgbim=rgb, compat=4.0)
+    expected = torch.tensor(numpy.asarray(model.inference(10))).reshape(3, 40, 40)
+    torch.testing.assert_close(q, expected)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_pydensecrf2_backend_agrees_with_the_torch_lattice(channels):
+    """Normalised kernels against kernel sums: a different CRF for the same weights, yet on
+    this image the labels agree on >= 97% of the pixels; any channel count works."""
+    pytest.importorskip("pydensecrf.densecrf")  # the optional dependency only
+    logits, image, truth = _scene(channels=channels, strength=0.5)
+    q = DenseCRF(backend="pydensecrf2")(logits.double(), image)
+    assert q.shape == logits.shape and q.dtype == torch.float64
+    torch.testing.assert_close(q.sum(0), torch.ones(q.shape[1:], dtype=torch.float64))
+    assert _agreement(q, DenseCRF(**LATTICE)(logits, image)) >= 97.0
+    assert _agreement(q, logits) < 99.0  # it did change labels
 
 
 # ----------------------------------------------------------------- in the meta-architectures
