@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -149,6 +150,23 @@ def export_torchscript(
     return path
 
 
+# onnxruntime sessions alive in this process (made by load_exported). A forked child, such
+# as a DataLoader worker, inherits them with their thread pool's state copied while the
+# pool's threads waited on a condition variable; those threads exist only in the parent, so
+# destroying a session in the child (its garbage collector freeing a cycle that held one)
+# waits for them forever. A forked child therefore keeps every such session alive; it never
+# uses them, and the parent is unaffected (tests/test_export.py).
+_ORT_SESSIONS: "weakref.WeakSet" = weakref.WeakSet()
+_KEPT_IN_FORKED_CHILD: list = []
+
+
+def _keep_sessions_in_forked_child() -> None:
+    _KEPT_IN_FORKED_CHILD.extend(_ORT_SESSIONS)
+
+
+os.register_at_fork(after_in_child=_keep_sessions_in_forked_child)
+
+
 def load_exported(path: str):
     """A callable numpy (N, C, H, W) float32 -> numpy logits for an exported file: an
     onnxruntime session (CPU) for ``.onnx``, ``torch.jit.load`` for ``.pt`` / ``.ts``."""
@@ -158,6 +176,7 @@ def load_exported(path: str):
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        _ORT_SESSIONS.add(session)
 
         def run_onnx(image: np.ndarray) -> np.ndarray:
             return session.run(["logits"], {"image": np.ascontiguousarray(image, np.float32)})[0]

@@ -4,6 +4,8 @@ sizes, batch included; tools/export_model.py writes and verifies both files; wha
 exported is refused with the reason."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -134,3 +136,47 @@ def test_export_from_the_checkpoint_alone_and_never_untrained_by_accident(tmp_pa
     assert err.count("\n") == 1 and "--random-weights" in err
     assert not os.path.exists(tmp_path / "x")
     assert export_model.main([*untrained[:-2], "--random-weights", *untrained[-2:]]) == 0
+
+
+FORK_AFTER_ONNX = """
+import gc, os, sys, time
+import numpy as np, torch
+import seg_plugins  # noqa: F401
+from seg_plugins.export import load_exported
+path = sys.argv[1]
+torch.onnx.export(torch.nn.Conv2d(3, 2, 1), torch.zeros(1, 3, 8, 8), path, dynamo=False,
+                  input_names=["image"], output_names=["logits"])
+run = load_exported(path)
+run(np.zeros((1, 3, 8, 8), np.float32))
+holder = {}
+holder["self"], holder["run"] = holder, run  # a cycle: freed by the garbage collector only
+del holder, run
+time.sleep(2)  # the session's pool threads now block on their condition variable
+pid = os.fork()
+if pid == 0:  # as a DataLoader worker: its garbage collector meets the cycle
+    gc.collect()
+    os._exit(0)
+for _ in range(200):
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        print("CHILD EXITED", status)
+        sys.exit(0)
+    time.sleep(0.05)
+os.kill(pid, 9)
+print("CHILD HUNG")
+"""
+
+
+def test_a_forked_child_never_destroys_the_parent_s_onnxruntime_sessions(tmp_path):
+    """Regression: a DataLoader worker forked after an ONNX model was verified hung for ever
+    in onnxruntime's destructor (a CI run of tools/benchmark_loader.py's test). The script
+    hung without seg_plugins.export's at-fork hook."""
+    pytest.importorskip("onnxruntime")  # the export extra, installed by tools/setup_env.sh
+    r = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", FORK_AFTER_ONNX, str(tmp_path / "m.onnx")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "CHILD EXITED 0" in r.stdout, r.stdout
