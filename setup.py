@@ -49,7 +49,8 @@ setup(
         # tools/export_model.py / seg_plugins.export: torch.onnx's exporter (onnxscript)
         # and onnxruntime to run and verify the exported file.
         "export": EXPORT,
-        "test": ["pytest>=7", "hypothesis>=6", *EXPORT],
+        # torchmetrics: the tests compare the panoptic quality with its PanopticQuality.
+        "test": ["pytest>=7", "hypothesis>=6", "torchmetrics==1.9.0", *EXPORT],
         # MODEL.CRF.BACKEND "pydensecrf2": Krähenbühl's C++ dense CRF (docs/crf.md); the
         # default PyTorch backend needs nothing extra. No wheel for most platforms: pip
         # builds the sdist (Cython, a C++ compiler; about 30 s).

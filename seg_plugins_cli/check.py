@@ -21,9 +21,12 @@ examples:
 
 Level "full" (default) decodes every image and label map: missing files, unreadable or
 truncated images, image/label size mismatches, colour / RGBA label maps, label values that
-are neither a class nor the ignore value, and for instance datasets empty or degenerate
-polygons, empty boxes, unknown categories and RLE of the wrong size. Level "light" reads the
-file headers only (what every loader checks when DATASETS.CHECK is "light"). Annotation
+are neither a class nor the ignore value, for instance datasets empty or degenerate
+polygons, empty boxes, unknown categories and RLE of the wrong size, and for panoptic
+datasets PNGs that are not RGB or not of the image's size, segment ids 0 / out of range /
+listed twice, unknown segment categories, and segments listed but not in the PNG (or the
+reverse). Level "light" reads the file headers and the segment lists only (what every
+loader checks when DATASETS.CHECK is "light"). Annotation
 files that do not follow their format (COCO JSON schema errors, ...) are reported when the
 dataset is loaded. Every problem names the file and the fix; the config (--config-file and
 the overrides) gives INPUT.FORMAT and registers its DATASETS.SPECS.

@@ -27,6 +27,10 @@ PY_VERSION=3.11
 TORCH_PIN="torch==2.14.1"
 TORCHVISION_PIN="torchvision==0.29.1"
 PYDENSECRF_PIN="pydensecrf2==1.1"  # the optional CRF backend (extra "crf"); tests use it
+# panopticapi's pq_compute, the reference the PQ evaluator is tested against: the copy in
+# panopticapi-lite, installed without its dependencies (its metadata pins numpy < 2; the two
+# modules used need only numpy and Pillow).
+PANOPTICAPI_PIN="panopticapi-lite==0.2.0"
 D2_GIT_URL="https://github.com/facebookresearch/detectron2.git"
 D2_GIT_TIMEOUT="${SEG_PLUGINS_D2_GIT_TIMEOUT:-20}"
 D2_SDIST="pb1-detectron2==0.6"
@@ -189,6 +193,8 @@ log "installing seg_plugins (editable) and its dependencies"
 log "building pydensecrf2 (the optional dense CRF backend, MODEL.CRF.BACKEND pydensecrf2)"
 "${PIP[@]}" install -q -c "$CONSTRAINTS" "$PYDENSECRF_PIN" \
   || die "could not build $PYDENSECRF_PIN (needs a C++ compiler); the tests of the optional CRF backend need it"
+log "installing $PANOPTICAPI_PIN without its dependencies (the tests' PQ reference)"
+"${PIP[@]}" install -q --no-deps "$PANOPTICAPI_PIN"
 
 "$VPY" -W ignore::FutureWarning -c "import seg_plugins, detectron2.modeling, detectron2.data, detectron2.evaluation" \
   || die "the environment was built but 'import seg_plugins' fails; see the traceback above."

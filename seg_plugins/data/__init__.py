@@ -11,8 +11,9 @@ Importing this package registers (names and metadata only; nothing is read or ge
 
 Other datasets: :func:`register_sem_seg_folder` (image + label folders),
 :func:`register_cityscapes` (a Cityscapes tree elsewhere), COCO-format JSON
-(:mod:`seg_plugins.data.coco`), or a YAML / JSON dataset spec named in ``DATASETS.SPECS``
-(:mod:`seg_plugins.data.spec`). Checks: :mod:`seg_plugins.data.validation`.
+(:mod:`seg_plugins.data.coco`), COCO panoptic JSON + PNGs
+(:mod:`seg_plugins.data.coco_panoptic`), or a YAML / JSON dataset spec named in
+``DATASETS.SPECS`` (:mod:`seg_plugins.data.spec`). Checks: :mod:`seg_plugins.data.validation`.
 """
 
 from .builtin import (
@@ -24,9 +25,10 @@ from .builtin import (
 )
 from .cityscapes import register_cityscapes
 from .coco import register_coco_instances_checked
+from .coco_panoptic import register_coco_panoptic_checked
 from .io import read_image, read_label
 from .mapper import SemSegDatasetMapper
-from .shapes import generate_shapes, register_shapes
+from .shapes import generate_shapes, generate_shapes_panoptic, register_shapes
 from .spec import register_dataset_spec, register_dataset_specs
 from .statistics import instance_statistics, sem_seg_statistics, suggest_class_weights
 from .validation import DataProblemError
@@ -35,6 +37,7 @@ __all__ = [
     "DataProblemError",
     "SemSegDatasetMapper",
     "generate_shapes",
+    "generate_shapes_panoptic",
     "instance_statistics",
     "load_sem_seg_folder",
     "read_image",
@@ -42,6 +45,7 @@ __all__ = [
     "register_builtin_datasets",
     "register_cityscapes",
     "register_coco_instances_checked",
+    "register_coco_panoptic_checked",
     "register_dataset_spec",
     "register_dataset_specs",
     "register_medical_binary",

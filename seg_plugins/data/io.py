@@ -29,15 +29,19 @@ from detectron2.data import detection_utils
 from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
 
 __all__ = [
+    "MAX_SEGMENT_ID",
     "RAW_FORMAT",
     "bits_per_sample",
     "check_channels",
     "check_format_channels",
     "format_channels",
+    "id2rgb",
     "image_size",
     "num_channels",
     "read_image",
     "read_label",
+    "read_panoptic_ids",
+    "rgb2id",
 ]
 
 # INPUT.FORMAT for "every channel as stored, no colour conversion" (module docstring).
@@ -487,3 +491,46 @@ def read_label(path: str) -> np.ndarray:
     if label.size and label.min() >= 0 and label.max() <= 255:
         return label.astype(np.uint8)
     return label
+
+
+# --------------------------------------------------------------------------- panoptic PNGs
+# COCO panoptic PNGs: a pixel's segment id is R + 256 G + 256^2 B, 0 = VOID (unlabelled).
+MAX_SEGMENT_ID = 256**3 - 1  # the largest id an RGB colour encodes
+
+
+def rgb2id(rgb: np.ndarray) -> np.ndarray:
+    """Segment ids of shape (H, W), int64, of COCO panoptic pixels (H, W, 3) in RGB order."""
+    rgb = np.asarray(rgb, dtype=np.int64)
+    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
+
+
+def id2rgb(ids: np.ndarray) -> np.ndarray:
+    """The RGB pixels (H, W, 3) uint8 of segment ids of shape (H, W) in 0..MAX_SEGMENT_ID."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.size and (ids.min() < 0 or ids.max() > MAX_SEGMENT_ID):
+        lo, hi = int(ids.min()), int(ids.max())
+        raise ValueError(f"segment ids must be in 0..{MAX_SEGMENT_ID}, got {lo}..{hi}")
+    return np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)
+
+
+def read_panoptic_ids(path: str) -> np.ndarray:
+    """The segment ids (H, W) int64 of a COCO panoptic PNG (RGB), EXIF orientation applied
+    as for the image.
+
+    Raises:
+        ValueError: the file is not an RGB image (a single-channel, palette or RGBA PNG).
+        FileNotFoundError / OSError naming ``path`` when it is missing or unreadable.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except _READ_ERRORS as err:
+        raise _read_error(path, "panoptic PNG", err) from err
+    if img.mode != "RGB":
+        raise ValueError(
+            f"panoptic PNG {path!r} has PIL mode {img.mode!r}, but COCO panoptic PNGs are RGB "
+            f"images of segment ids (id = R + 256 G + 256^2 B); save it as "
+            f"Image.fromarray(panopticapi.utils.id2rgb(ids)) (RGBA: img.convert('RGB'))"
+        )
+    return rgb2id(np.asarray(img))

@@ -18,18 +18,22 @@ under ``<root>/shapes`` (default parameters) or ``<root>/shapes_<tag>``::
                                   3 triangle (255 = ignore; the generator writes none)
     {split}/.complete             written last: generator version + parameters
     annotations/instances_{split}.json   COCO instances (category ids 1..3, ids from 1)
+    panoptic/{split}/...          panoptic ground truth derived from the files above on the
+                                  first use of a panoptic view, with a marker and a lock of
+                                  its own (:func:`generate_shapes_panoptic`)
 
 Example::
 
-    import seg_plugins  # registers shapes_{,sem_seg_,instance_}{train,val}
+    import seg_plugins  # registers shapes_{,sem_seg_,instance_,panoptic_}{train,val}
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     dicts = DatasetCatalog.get("shapes_val")  # generates datasets/shapes/val on first use
     MetadataCatalog.get("shapes_sem_seg_val").stuff_classes  # ['background', 'circle', ...]
 
 Names: ``shapes_sem_seg_{train,val}`` (semantic labels, evaluator_type "sem_seg"),
-``shapes_instance_{train,val}`` (COCO instances, "coco") and ``shapes_{train,val}`` (both),
-see :func:`register_shapes`.
+``shapes_instance_{train,val}`` (COCO instances, "coco"), ``shapes_{train,val}`` (both) and
+``shapes_panoptic_{train,val}`` (instances + COCO panoptic + "separated" semantic labels, for
+Panoptic FPN), see :func:`register_shapes`.
 """
 
 from __future__ import annotations
@@ -47,10 +51,21 @@ from collections.abc import Iterator
 
 import cv2
 import numpy as np
+import pycocotools.mask as mask_util
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
-__all__ = ["generate_shapes", "load_shapes", "register_shapes", "render_shapes_image"]
+from .coco_panoptic import convert_segments, panoptic_from_masks, separated_metadata
+from .io import id2rgb
+
+__all__ = [
+    "generate_shapes",
+    "generate_shapes_panoptic",
+    "load_shapes",
+    "load_shapes_panoptic",
+    "register_shapes",
+    "render_shapes_image",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +76,12 @@ STUFF_COLORS = [[70, 70, 70], [220, 20, 60], [0, 130, 230], [250, 170, 30]]
 IGNORE_LABEL = 255
 MIN_VISIBLE_AREA = 20  # pixels; smaller visible instances are dropped from the annotations
 _DEFAULTS = {"num_train": 1000, "num_val": 100, "image_size": 128, "seed": 0}
+# Panoptic ground truth, derived from the files above (a version of its own: bumping it
+# derives the panoptic files again, never the images). Things keep their instance category
+# ids 1..3; the stuff class "background" is category 4.
+PANOPTIC_VERSION = 1
+BACKGROUND_CATEGORY_ID = 4
+_RESERVED_FOLDERS = ("annotations", "panoptic")
 _MAX_PLACEMENT_TRIES = 10
 
 
@@ -281,12 +302,25 @@ def _dataset_dir(root: str, tag: str) -> str:
 def _check_params(split: str, num_images: int, image_size: int, seed: int) -> None:
     if not split or os.sep in split or split.startswith("."):
         raise ValueError(f"split must be a plain folder name like 'train', got {split!r}")
+    if split in _RESERVED_FOLDERS:
+        raise ValueError(f"split {split!r} is a folder of the dataset itself; name it otherwise")
     if num_images < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
     if image_size < 32:
         raise ValueError(f"image_size must be >= 32 (objects of 10-35 px at 128), got {image_size}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
+
+
+def _split_params(split: str, num_images: int, image_size: int, seed: int) -> dict:
+    """What a split's ``.complete`` marker records."""
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "split": split,
+        "num_images": int(num_images),
+        "image_size": int(image_size),
+        "seed": int(seed),
+    }
 
 
 def generate_shapes(
@@ -309,13 +343,7 @@ def generate_shapes(
     """
     _check_params(split, num_images, image_size, seed)
     dataset_dir = _dataset_dir(root, tag)
-    params = {
-        "generator_version": GENERATOR_VERSION,
-        "split": split,
-        "num_images": int(num_images),
-        "image_size": int(image_size),
-        "seed": int(seed),
-    }
+    params = _split_params(split, num_images, image_size, seed)
     if _is_complete(dataset_dir, split, params):
         return dataset_dir
     os.makedirs(os.path.join(dataset_dir, "annotations"), exist_ok=True)
@@ -364,6 +392,140 @@ def _generate_locked(dataset_dir: str, split: str, params: dict) -> None:
     )
 
 
+# --------------------------------------------------------------------------- panoptic
+def _panoptic_categories() -> list[dict]:
+    """COCO panoptic categories: the instances' things (ids 1..3) and the background."""
+    things = [
+        {"id": i + 1, "name": name, "supercategory": "shape", "isthing": 1, "color": list(color)}
+        for i, (name, color) in enumerate(zip(THING_CLASSES, STUFF_COLORS[1:]))
+    ]
+    background = {"id": BACKGROUND_CATEGORY_ID, "name": STUFF_CLASSES[0]}
+    background.update(supercategory="background", isthing=0, color=list(STUFF_COLORS[0]))
+    return [*things, background]
+
+
+def _panoptic_files(split_dir: str, split: str) -> dict[str, str]:
+    return {
+        "split_dir": split_dir,
+        "panoptic_root": os.path.join(split_dir, "pan_seg"),
+        "sem_seg_root": os.path.join(split_dir, "sem_seg_stuff"),
+        "panoptic_json": os.path.join(split_dir, f"panoptic_{split}.json"),
+    }
+
+
+def _panoptic_paths(dataset_dir: str, split: str) -> dict[str, str]:
+    return _panoptic_files(os.path.join(dataset_dir, "panoptic", split), split)
+
+
+def _instance_mask(segmentation: list, height: int, width: int) -> np.ndarray:
+    rle = mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
+    return mask_util.decode(rle).astype(bool)
+
+
+def _write_panoptic_split(tmp_dir: str, dataset_dir: str, split: str) -> dict:
+    """Write the panoptic PNGs and the separated semantic maps of a generated split under
+    ``tmp_dir``; return the COCO panoptic dict. Things are the instances (their visible
+    masks), stuff the semantic map's background; thing pixels without an instance (dropped
+    as smaller than MIN_VISIBLE_AREA) are VOID in the PNG and "things" (0) in the semantic
+    map, which says what they are."""
+    out = _panoptic_files(tmp_dir, split)
+    for key in ("panoptic_root", "sem_seg_root"):
+        os.makedirs(out[key])
+    json_file = os.path.join(dataset_dir, "annotations", f"instances_{split}.json")
+    with open(json_file, encoding="utf-8") as f:
+        coco = json.load(f)
+    by_image: dict[int, list] = {image["id"]: [] for image in coco["images"]}
+    for ann in coco["annotations"]:
+        by_image[ann["image_id"]].append(ann)
+    # separated labels: background (0) -> 1, the thing classes -> 0, ignore stays ignore
+    to_stuff = np.full(256, IGNORE_LABEL, np.uint8)
+    to_stuff[0], to_stuff[1 : len(STUFF_CLASSES)] = 1, 0
+    annotations = []
+    for image in coco["images"]:
+        name, h, w = image["file_name"], image["height"], image["width"]
+        sem_seg = cv2.imread(
+            os.path.join(dataset_dir, split, "sem_seg", name), cv2.IMREAD_UNCHANGED
+        )
+        things = [
+            (ann["category_id"], _instance_mask(ann["segmentation"], h, w))
+            for ann in by_image[image["id"]]
+        ]
+        ids, segments = panoptic_from_masks(things, [(BACKGROUND_CATEGORY_ID, sem_seg == 0)])
+        cv2.imwrite(os.path.join(out["panoptic_root"], name), id2rgb(ids)[:, :, ::-1])
+        cv2.imwrite(os.path.join(out["sem_seg_root"], name), to_stuff[sem_seg])
+        annotations.append({"image_id": image["id"], "file_name": name, "segments_info": segments})
+    info = {"description": f"seg_plugins synthetic shapes, {split}, panoptic"}
+    return {
+        "info": info,
+        "images": coco["images"],
+        "annotations": annotations,
+        "categories": _panoptic_categories(),
+    }
+
+
+def _panoptic_marker(split: str, num_images: int, image_size: int, seed: int) -> dict:
+    source = _split_params(split, num_images, image_size, seed)
+    return {"panoptic_version": PANOPTIC_VERSION, "source": source}
+
+
+def _panoptic_complete(paths: dict, marker: dict) -> bool:
+    found = _read_marker(os.path.join(paths["split_dir"], ".complete"))
+    return found == marker and os.path.isfile(paths["panoptic_json"])
+
+
+def generate_shapes_panoptic(
+    root: str, split: str, num_images: int, image_size: int = 128, seed: int = 0, *, tag: str = ""
+) -> dict[str, str]:
+    """Derive the panoptic ground truth of one split (generated first when needed) unless its
+    own ``.complete`` marker matches; the split's images, label maps and instances are
+    read, never rewritten.
+
+    Files, under ``<root>/shapes[_<tag>]/panoptic/<split>/``: ``pan_seg/000000.png`` (COCO
+    panoptic PNG, RGB, id = R + 256 G + 256^2 B, 0 = VOID), ``sem_seg_stuff/000000.png``
+    (detectron2's "separated" labels: 0 things, 1 background, 255 ignore),
+    ``panoptic_<split>.json`` (COCO panoptic) and ``.complete`` (the panoptic version and
+    the source split's parameters), built in a temporary folder renamed into place, under a
+    file lock of its own (``panoptic/.<split>.lock``).
+
+    Returns:
+        {"split_dir", "panoptic_root", "sem_seg_root", "panoptic_json"}: paths.
+    """
+    dataset_dir = generate_shapes(root, split, num_images, image_size, seed, tag=tag)
+    paths = _panoptic_paths(dataset_dir, split)
+    marker = _panoptic_marker(split, num_images, image_size, seed)
+    if _panoptic_complete(paths, marker):
+        return paths
+    panoptic_dir = os.path.dirname(paths["split_dir"])
+    os.makedirs(panoptic_dir, exist_ok=True)
+    with _file_lock(os.path.join(panoptic_dir, f".{split}.lock")):
+        if not _panoptic_complete(paths, marker):  # or made by another process meanwhile
+            _derive_panoptic_locked(dataset_dir, split, marker, paths["split_dir"])
+    return paths
+
+
+def _derive_panoptic_locked(dataset_dir: str, split: str, marker: dict, split_dir: str) -> None:
+    start = time.perf_counter()
+    unique = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp_dir = os.path.join(os.path.dirname(split_dir), f".{split}.tmp-{unique}")
+    try:
+        panoptic = _write_panoptic_split(tmp_dir, dataset_dir, split)
+        _write_json(panoptic, _panoptic_files(tmp_dir, split)["panoptic_json"])
+        _write_json(marker, os.path.join(tmp_dir, ".complete"))
+        if os.path.isdir(split_dir):
+            old_dir = os.path.join(os.path.dirname(split_dir), f".{split}.old-{unique}")
+            os.rename(split_dir, old_dir)
+            shutil.rmtree(old_dir)
+        os.rename(tmp_dir, split_dir)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    logger.info(
+        "Derived the panoptic ground truth of shapes split %r in %.1f s (%s)",
+        split,
+        time.perf_counter() - start,
+        split_dir,
+    )
+
+
 # --------------------------------------------------------------------------- registration
 def load_shapes(
     root: str, split: str, num_images: int, image_size: int, seed: int, tag: str, name: str
@@ -379,6 +541,42 @@ def load_shapes(
         stem = os.path.basename(record["file_name"])
         record["sem_seg_file_name"] = os.path.join(sem_seg_root, stem)
     return dicts
+
+
+def load_shapes_panoptic(
+    root: str, split: str, num_images: int, image_size: int, seed: int, tag: str, name: str
+) -> list[dict]:
+    """Generate the split and its panoptic ground truth if needed; return the records of
+    :func:`load_shapes` with ``sem_seg_file_name`` the separated labels (0 things, 1
+    background), plus ``pan_seg_file_name`` and ``segments_info`` (contiguous
+    ``category_id`` + ``isthing``, as detectron2's ``load_coco_panoptic_json``)."""
+    paths = generate_shapes_panoptic(root, split, num_images, image_size, seed, tag=tag)
+    dicts = load_shapes(root, split, num_images, image_size, seed, tag, name)
+    with open(paths["panoptic_json"], encoding="utf-8") as f:
+        by_image = {ann["image_id"]: ann for ann in json.load(f)["annotations"]}
+    meta = separated_metadata(_panoptic_categories())
+    maps = meta["thing_dataset_id_to_contiguous_id"], meta["stuff_dataset_id_to_contiguous_id"]
+    for record in dicts:
+        ann = by_image[record["image_id"]]
+        record["sem_seg_file_name"] = os.path.join(paths["sem_seg_root"], ann["file_name"])
+        record["pan_seg_file_name"] = os.path.join(paths["panoptic_root"], ann["file_name"])
+        record["segments_info"] = convert_segments(ann["segments_info"], *maps)
+    return dicts
+
+
+def _panoptic_metadata(dataset_dir: str, split: str, params: dict) -> dict[str, object]:
+    """detectron2's "separated" metadata (stuff_classes ["things", "background"]) and paths."""
+    paths = _panoptic_paths(dataset_dir, split)
+    return {
+        **separated_metadata(_panoptic_categories()),
+        "ignore_label": IGNORE_LABEL,
+        "json_file": os.path.join(dataset_dir, "annotations", f"instances_{split}.json"),
+        "image_root": os.path.join(dataset_dir, split, "images"),
+        "sem_seg_root": paths["sem_seg_root"],
+        "panoptic_root": paths["panoptic_root"],
+        "panoptic_json": paths["panoptic_json"],
+        "shapes_params": params,
+    }
 
 
 def _metadata(dataset_dir: str, split: str, params: dict) -> dict[str, object]:
@@ -404,12 +602,14 @@ def _default_root() -> str:
 # The views registered per split, as detectron2 registers Cityscapes: one name per task,
 # each with one evaluator_type (a string), because detectron2's stock tools/train_net.py
 # compares evaluator_type with strings; plus the combined name (both annotations, a list
-# of evaluator types) for models that learn both, e.g. Panoptic FPN. view -> (name infix,
-# evaluator_type, record key dropped from that view).
+# of evaluator types) for models that learn both, and the panoptic one (the derived panoptic
+# ground truth, semantic labels in Panoptic FPN's "separated" convention). view -> (name
+# infix, evaluator_type, record key dropped from that view).
 _VIEWS = {
     "all": ("", ["sem_seg", "coco"], None),
     "sem_seg": ("_sem_seg", "sem_seg", "annotations"),
     "instance": ("_instance", "coco", "sem_seg_file_name"),
+    "panoptic": ("_panoptic", ["sem_seg", "coco", "coco_panoptic_seg"], None),
 }
 
 
@@ -429,14 +629,20 @@ def register_shapes(
     image_size: int = 128,
     seed: int = 0,
 ) -> list[str]:
-    """Register the embedded dataset under three views of each split; generates nothing.
+    """Register the embedded dataset under four views of each split; generates nothing.
 
     - ``{name_prefix}_sem_seg_{split}``: semantic labels only, ``evaluator_type`` "sem_seg";
     - ``{name_prefix}_instance_{split}``: instance annotations only, "coco";
-    - ``{name_prefix}_{split}``: both, ``evaluator_type`` ["sem_seg", "coco"] (Panoptic FPN,
-      and seg_plugins' Trainer, which evaluates what the model predicts).
+    - ``{name_prefix}_{split}``: both, ``evaluator_type`` ["sem_seg", "coco"] (seg_plugins'
+      Trainer evaluates what the model predicts);
+    - ``{name_prefix}_panoptic_{split}``: instances, panoptic ground truth
+      (``pan_seg_file_name``, ``segments_info``) and semantic labels in detectron2's
+      "separated" convention (0 things, 1 background; ``stuff_classes`` ["things",
+      "background"]), ``evaluator_type`` ["sem_seg", "coco", "coco_panoptic_seg"]: Panoptic
+      FPN (:func:`generate_shapes_panoptic`).
 
-    All three read the same files, generated on the first ``DatasetCatalog.get``. Default
+    All read the same files, generated on the first ``DatasetCatalog.get`` (the panoptic
+    files, derived from them, on the first get of a panoptic view). Default
     parameters use ``<root>/shapes``; others ``<root>/shapes_<size>px_<train>-<val>_seed<seed>``
     so that two configurations never overwrite each other. ``root`` defaults to
     ``$DETECTRON2_DATASETS`` or ``datasets``. Registering a name again with the same
@@ -444,13 +650,14 @@ def register_shapes(
 
     Returns:
         The registered dataset names: ``[{p}_train, {p}_val, {p}_sem_seg_train,
-        {p}_sem_seg_val, {p}_instance_train, {p}_instance_val]``.
+        {p}_sem_seg_val, {p}_instance_train, {p}_instance_val, {p}_panoptic_train,
+        {p}_panoptic_val]``.
     """
     root = _default_root() if root is None else os.path.expanduser(str(root))
     args = {"num_train": num_train, "num_val": num_val, "image_size": image_size, "seed": seed}
     tag = "" if args == _DEFAULTS else f"{image_size}px_{num_train}-{num_val}_seed{seed}"
     names = []
-    for infix, evaluator_type, drop in _VIEWS.values():
+    for view, (infix, evaluator_type, drop) in _VIEWS.items():
         for split, num_images in (("train", num_train), ("val", num_val)):
             _check_params(split, num_images, image_size, seed)
             name = f"{name_prefix}{infix}_{split}"
@@ -465,11 +672,14 @@ def register_shapes(
             if _already_registered(name, params):
                 names.append(name)
                 continue
-            loader = functools.partial(
-                _load_view, drop, root, split, num_images, image_size, seed, tag, name
-            )
+            load_args = (root, split, num_images, image_size, seed, tag, name)
+            if view == "panoptic":
+                loader = functools.partial(load_shapes_panoptic, *load_args)
+                metadata = _panoptic_metadata(_dataset_dir(root, tag), split, params)
+            else:
+                loader = functools.partial(_load_view, drop, *load_args)
+                metadata = _metadata(_dataset_dir(root, tag), split, params)
             DatasetCatalog.register(name, loader)
-            metadata = _metadata(_dataset_dir(root, tag), split, params)
             metadata["evaluator_type"] = evaluator_type
             MetadataCatalog.get(name).set(**metadata)
             names.append(name)

@@ -8,7 +8,7 @@ script), so ``DATASETS.TRAIN`` / ``TEST`` can use the names they define. A spec 
 Example (``datasets/polyps.yaml``)::
 
     name: polyps                 # registers polyps_train and polyps_val
-    format: sem_seg_folder       # sem_seg_folder | coco_instances | cityscapes
+    format: sem_seg_folder       # sem_seg_folder | coco_instances | coco_panoptic | cityscapes
     classes: [background, polyp]
     ignore_label: 255
     mask_values: "0/255"         # binary masks: "0/1" or "0/255" -- required for 2 classes
@@ -27,6 +27,12 @@ Fields, by format (relative paths are relative to ``root``):
   ``image_ext`` (".png"), ``mask_ext`` (".png").
 - ``coco_instances``: per split ``json`` and ``images`` (the image root); ``evaluator``
   ("coco"). Classes come from the JSON's categories.
+- ``coco_panoptic``: per split ``json`` (the COCO panoptic JSON), ``images`` (the image
+  root), ``panoptic`` (its PNG folder), optional ``instances`` (a COCO instances JSON of the
+  same images: records get ``annotations``, for Panoptic FPN) and ``sem_seg`` (a folder of
+  semantic labels in detectron2's "separated" convention, named as the PNGs); ``evaluator``
+  ("coco_panoptic_seg"; a list for several, e.g. [sem_seg, coco, coco_panoptic_seg]).
+  Classes come from the JSON's categories (:mod:`seg_plugins.data.coco_panoptic`).
 - ``cityscapes``: ``root`` is the Cityscapes folder; ``splits`` a list, e.g. [train, val].
 """
 
@@ -48,17 +54,24 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("sem_seg_folder", "coco_instances", "cityscapes")
+FORMATS = ("sem_seg_folder", "coco_instances", "coco_panoptic", "cityscapes")
 _COMMON = {"name", "format", "splits", "root", "description"}
 _KEYS = {
     "sem_seg_folder": _COMMON
     | {"classes", "ignore_label", "evaluator", "reduce_zero_label", "mask_values", "colors"},
     "coco_instances": _COMMON | {"evaluator"},
+    "coco_panoptic": _COMMON | {"evaluator"},
     "cityscapes": _COMMON,
 }
 _SPLIT_KEYS = {
     "sem_seg_folder": {"images", "masks", "image_ext", "mask_ext"},
     "coco_instances": {"json", "images"},
+    "coco_panoptic": {"json", "images", "panoptic", "instances", "sem_seg"},
+}
+_REQUIRED_SPLIT_KEYS = {
+    "sem_seg_folder": {"images", "masks"},
+    "coco_instances": {"json", "images"},
+    "coco_panoptic": {"json", "images", "panoptic"},
 }
 
 
@@ -128,11 +141,21 @@ def load_dataset_spec(path: str) -> dict:
     else:
         if not isinstance(splits, dict) or not splits:
             _fail(path, f"field 'splits' must map split names to folders, got {splits!r}")
-        required_split = {"images", "masks"} if fmt == "sem_seg_folder" else {"json", "images"}
         for split, fields in splits.items():
-            _check_keys(path, f"split {split!r}", fields, _SPLIT_KEYS[fmt], required_split)
+            where = f"split {split!r}"
+            _check_keys(path, where, fields, _SPLIT_KEYS[fmt], _REQUIRED_SPLIT_KEYS[fmt])
+            bad = [key for key, value in fields.items() if not (value and isinstance(value, str))]
+            if fmt == "coco_panoptic" and bad:
+                _fail(path, f"field {bad[0]!r} of {where} must be a path, got {fields[bad[0]]!r}")
     if fmt == "sem_seg_folder":
         _check_sem_seg_fields(path, spec)
+    if fmt == "coco_panoptic":
+        evaluator = spec.get("evaluator", "coco_panoptic_seg")
+        if not (
+            isinstance(evaluator, str)
+            or (isinstance(evaluator, list) and all(isinstance(e, str) for e in evaluator))
+        ):
+            _fail(path, f"field 'evaluator' must be a name or a list of names, got {evaluator!r}")
     spec["_path"] = path
     return spec
 
@@ -212,6 +235,19 @@ def register_dataset_spec(path: str) -> list[str]:
             )
             if spec.get("colors"):
                 MetadataCatalog.get(name).set(stuff_colors=[list(c) for c in spec["colors"]])
+    elif fmt == "coco_panoptic":
+        from .coco_panoptic import register_coco_panoptic_checked
+
+        for split, fields in spec["splits"].items():
+            optional = {"instances": "instances_json", "sem_seg": "sem_seg_root"}
+            register_coco_panoptic_checked(
+                f"{spec['name']}_{split}",
+                at(fields["json"]),
+                at(fields["images"]),
+                at(fields["panoptic"]),
+                evaluator_type=spec.get("evaluator", "coco_panoptic_seg"),
+                **{arg: at(fields[key]) for key, arg in optional.items() if key in fields},
+            )
     elif fmt == "coco_instances":
         from .coco import register_coco_instances_checked
 

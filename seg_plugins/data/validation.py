@@ -31,7 +31,15 @@ from typing import Callable, Iterable
 import numpy as np
 from PIL import Image
 
-from .io import _INDEX_MODES, _READ_ERRORS, image_size, read_image, read_label
+from .io import (
+    _INDEX_MODES,
+    _READ_ERRORS,
+    MAX_SEGMENT_ID,
+    image_size,
+    read_image,
+    read_label,
+    read_panoptic_ids,
+)
 from .labels import apply_label_transform
 
 __all__ = [
@@ -42,6 +50,7 @@ __all__ = [
     "check_dataset_records",
     "check_instance_record",
     "check_label_values",
+    "check_panoptic_record",
     "check_sem_seg_record",
     "filter_bad_records",
     "write_skip_report",
@@ -60,6 +69,13 @@ PROBLEM_KINDS = {
     "annotation": "an annotation with a bad box, category or RLE",
     "json_schema": "an annotation file that does not follow its format",
     "channels": "an image whose channel count does not fit INPUT.FORMAT / PIXEL_MEAN",
+    "panoptic_mode": "a COCO panoptic PNG that is not an RGB image of segment ids",
+    "segment_id": "a listed segment id that no PNG can hold: 0 (VOID), < 0, >= 256^3",
+    "segment_duplicate": "a segment id listed twice in a record's segments_info",
+    "segment_category": "a segment whose category is not one of the dataset's",
+    "segment_missing": "a segment listed in segments_info with no pixel in its PNG",
+    "segment_unlisted": "segment ids in a panoptic PNG that segments_info does not list",
+    "segment_area": "a segment whose 'area' is not its pixel count (a warning)",
 }
 _SHOWN = 10  # problems named in an error message
 _SKIP_FIX = (
@@ -388,6 +404,198 @@ def _box_wh(bbox, mode) -> tuple[float, float] | None:
     return None
 
 
+# --------------------------------------------------------------------------- panoptic
+_PNG_FIX = (
+    "the PNG holds the segments' ids (R + 256 G + 256^2 B) and segments_info lists them: "
+    "correct the annotation file's segments_info, or export the PNG again"
+)
+
+
+def _is_id(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _segment_category_problem(segment: dict, where: str, path: str, classes) -> Problem | None:
+    """A segment_category Problem when ``segment``'s category is unknown. ``classes``:
+    (thing_classes, stuff_classes, dataset category ids), each None when unknown."""
+    things, stuff, dataset_ids = classes
+    category, isthing = segment.get("category_id"), segment.get("isthing")
+    if isthing is None:  # not converted: a dataset id, known only through the id maps
+        if _is_id(category) and (dataset_ids is None or category in dataset_ids):
+            return None
+        known = f"the dataset's category ids {sorted(dataset_ids)}" if dataset_ids else "an id"
+        msg = (
+            f"{where} has category_id {category!r}, which is not one of {known}; correct the "
+            f"segment's category_id in the panoptic JSON, or add the category to its "
+            f"'categories'"
+        )
+        return Problem("segment_category", path, msg)
+    names, field = (things, "thing_classes") if isthing else (stuff, "stuff_classes")
+    known = _is_id(category) and 0 <= category and (names is None or category < len(names))
+    # detectron2's "separated" stuff class 0 is every thing merged: no segment's category
+    merged = known and not isthing and names is not None and names[category] == "things"
+    if known and not merged:
+        return None
+    limit = f"0..{len(names) - 1}" if names else ">= 0"
+    msg = (
+        f"{where} has contiguous category_id {category!r} (isthing {bool(isthing)}), not a "
+        f"class of the metadata's {field} ({limit}"
+        + (", where 'things' is every thing merged, no category" if merged else "")
+        + "); correct the segment's category_id in the panoptic JSON, or its 'categories'"
+    )
+    return Problem("segment_category", path, msg)
+
+
+def _segment_problems(segments, path: str, classes) -> tuple[list[Problem], dict]:
+    """(problems of a record's ``segments_info`` itself, {valid segment id: segment})."""
+    if segments is None:
+        segments = []
+    if not isinstance(segments, list):
+        msg = f"segments_info is a {type(segments).__name__}, not a list of segments"
+        return [Problem("segment_id", path, msg)], {}
+    problems, valid, first = [], {}, {}
+    for k, segment in enumerate(segments):
+        if not isinstance(segment, dict):
+            msg = f"segments_info[{k}] is a {type(segment).__name__}, not a segment {{'id', ...}}"
+            problems.append(Problem("segment_id", path, msg))
+            continue
+        sid = segment.get("id")
+        where = f"segment id {sid!r} (segments_info[{k}])"
+        if not _is_id(sid):
+            msg = (
+                f"{where}: a segment id is an integer 1..{MAX_SEGMENT_ID}, the colour "
+                f"R + 256 G + 256^2 B of its pixels; give the segment its pixels' id"
+            )
+            problems.append(Problem("segment_id", path, msg))
+        elif sid == 0:
+            msg = (
+                f"{where}: id 0 is VOID (unlabelled pixels) in COCO panoptic PNGs, never a "
+                f"segment; give the segment the id of its pixels, or remove it to leave them "
+                f"unlabelled"
+            )
+            problems.append(Problem("segment_id", path, msg))
+        elif not 0 < sid <= MAX_SEGMENT_ID:
+            msg = (
+                f"{where} is outside 1..{MAX_SEGMENT_ID} (256^3 - 1): no RGB colour encodes "
+                f"it; renumber the segment and its pixels"
+            )
+            problems.append(Problem("segment_id", path, msg))
+        elif sid in first:
+            msg = (
+                f"{where} is listed twice (also segments_info[{first[sid]}]): each pixel holds "
+                f"one id, so two segments cannot share one (overlapping segments must be "
+                f"split); give one of them its own id and pixels, or merge them"
+            )
+            problems.append(Problem("segment_duplicate", path, msg))
+        else:
+            first[sid] = k
+            valid[int(sid)] = segment
+        problem = _segment_category_problem(segment, where, path, classes)
+        if problem is not None:
+            problems.append(problem)
+    return problems, valid
+
+
+def _panoptic_header_problems(record: dict, path: str) -> list[Problem]:
+    """The PNG's existence, header, mode and size (against the record's height / width, or
+    its image's header when the record has none, as detectron2's panoptic records)."""
+    problems, size, mode = _header(path, "panoptic PNG")
+    if mode is not None and mode != "RGB":
+        fix = "img.convert('RGB')" if mode == "RGBA" else "Image.fromarray(id2rgb(ids))"
+        msg = (
+            f"panoptic PNG has PIL mode {mode!r}; COCO panoptic PNGs are RGB images of segment "
+            f"ids (id = R + 256 G + 256^2 B): save it as RGB ({fix})"
+        )
+        problems.append(Problem("panoptic_mode", path, msg))
+    if size is None:
+        return problems
+    stated = None
+    if record.get("height") is not None and record.get("width") is not None:
+        stated, what = (int(record["height"]), int(record["width"])), "its record says"
+    elif os.path.isfile(record["file_name"]):
+        try:
+            stated, what = tuple(image_size(record["file_name"])), "its image is"
+        except (OSError, ValueError):
+            pass  # the image's own check names it
+    if stated is not None and tuple(size) != stated:
+        msg = (
+            f"panoptic PNG is {size[0]}x{size[1]} (HxW) but {what} {stated[0]}x{stated[1]} "
+            f"({record['file_name']!r}); they must match (a PNG of ids cannot be resized "
+            f"with interpolation: export it again at the image's size)"
+        )
+        problems.append(Problem("size_mismatch", path, msg))
+    return problems
+
+
+def _pixel_problems(ids: np.ndarray, valid: dict, path: str) -> list[Problem]:
+    """Listed segments without pixels, pixels of unlisted ids, areas that differ."""
+    present, counts = np.unique(ids, return_counts=True)
+    area = dict(zip(present.tolist(), counts.tolist()))
+    problems = []
+    for sid, segment in valid.items():
+        if sid not in area:
+            msg = (
+                f"segment id {sid} (category_id {segment.get('category_id')!r}) is listed in "
+                f"segments_info, but no pixel of the PNG has that id (RGB "
+                f"{sid % 256}, {sid // 256 % 256}, {sid // 65536}); {_PNG_FIX}"
+            )
+            problems.append(Problem("segment_missing", path, msg))
+        elif _is_id(segment.get("area")) and segment["area"] != area[sid]:
+            msg = (
+                f"segment id {sid} has 'area' {segment['area']} but {area[sid]} pixels in the "
+                f"PNG; panoptic quality uses the annotation file's area: correct it"
+            )
+            problems.append(Problem("segment_area", path, msg, fatal=False))
+    unlisted = [v for v in area if v != 0 and v not in valid]
+    if unlisted:
+        shown = ", ".join(f"{v} ({area[v]} px)" for v in unlisted[:8])
+        more = f" ... ({len(unlisted)} ids in all)" if len(unlisted) > 8 else ""
+        msg = (
+            f"segment id(s) {shown}{more} are in the PNG but segments_info lists no segment "
+            f"with that id; add their segments (id, category_id), or paint those pixels 0 "
+            f"(VOID) if they are unlabelled; {_PNG_FIX}"
+        )
+        problems.append(Problem("segment_unlisted", path, msg))
+    return problems
+
+
+def check_panoptic_record(
+    record: dict,
+    *,
+    thing_classes: list | None = None,
+    stuff_classes: list | None = None,
+    dataset_ids: set | None = None,
+    level: str = "light",
+) -> list[Problem]:
+    """The problems of the panoptic ground truth of one record (``pan_seg_file_name``,
+    ``segments_info`` as detectron2's ``load_coco_panoptic_json`` makes them).
+
+    Level "light": the PNG exists, its header is readable, it is an RGB image of the
+    record's (or its image's) size; every segment has an id in 1..256^3-1 (0 is VOID),
+    listed once, and a known category: a contiguous ``category_id`` of ``thing_classes`` /
+    ``stuff_classes`` by its ``isthing`` (not the separated convention's merged "things"),
+    or, for a segment without ``isthing``, a dataset id in ``dataset_ids``. Level "full"
+    also decodes the PNG: every listed segment has pixels, every id of the PNG but 0 is
+    listed, and (a warning) each ``area`` is the pixel count.
+    The image itself is checked by :func:`check_sem_seg_record` /
+    :func:`check_instance_record`.
+    """
+    path = record["pan_seg_file_name"]
+    problems = _panoptic_header_problems(record, path)
+    classes = (thing_classes, stuff_classes, dataset_ids)
+    segment_problems, valid = _segment_problems(record.get("segments_info"), path, classes)
+    problems += segment_problems
+    if level != "full" or any(p.kind in _FILE_KINDS + ("panoptic_mode",) for p in problems):
+        return problems
+    try:
+        ids = read_panoptic_ids(path)
+    except ValueError as err:
+        return problems + [Problem("panoptic_mode", path, str(err))]
+    except OSError as err:
+        return problems + [Problem("unreadable", path, str(err))]
+    return problems + _pixel_problems(ids, valid, path)
+
+
 # --------------------------------------------------------------------------- datasets
 _FILE_KINDS = ("missing_file", "unreadable", "size_mismatch")
 
@@ -406,12 +614,15 @@ def check_dataset_records(
     image_format: str | None = None,
 ) -> dict[int, list[Problem]]:
     """{record index: problems} for every record with a problem. Semantic records
-    (``sem_seg_file_name``) and instance records (``annotations``) are told apart per record."""
+    (``sem_seg_file_name``), instance records (``annotations``) and panoptic records
+    (``pan_seg_file_name``) are told apart per record; a record with several gets each
+    check."""
     if level not in ("light", "full"):
         raise ValueError(f"DATASETS.CHECK must be 'off', 'light' or 'full', got {level!r}")
     stuff = metadata.get("stuff_classes", None) if metadata is not None else None
     things = metadata.get("thing_classes", None) if metadata is not None else None
     ignore = metadata.get("ignore_label", 255) if metadata is not None else 255
+    panoptic = _panoptic_classes(metadata)
     found = {}
     for i, record in enumerate(records):
         problems = []
@@ -429,9 +640,27 @@ def check_dataset_records(
             ):
                 if not any(_same_problem(problem, p) for p in problems):
                     problems.append(problem)
+        if "pan_seg_file_name" in record:
+            problems += check_panoptic_record(record, **panoptic, level=level)
         if problems:
             found[i] = problems
     return found
+
+
+def _panoptic_classes(metadata) -> dict:
+    """check_panoptic_record's class arguments from a dataset's metadata."""
+    if metadata is None:
+        return {}
+    things, stuff = metadata.get("thing_classes", None), metadata.get("stuff_classes", None)
+    maps = [
+        metadata.get(key, None) or {}
+        for key in ("thing_dataset_id_to_contiguous_id", "stuff_dataset_id_to_contiguous_id")
+    ]
+    # the separated convention's merged "things" (dataset id 0) is no category of a segment
+    merged = {k for k, v in maps[1].items() if stuff and v in range(len(stuff))}
+    merged = {k for k in merged if stuff[maps[1][k]] == "things"}
+    dataset_ids = (set(maps[0]) | set(maps[1])) - merged
+    return {"thing_classes": things, "stuff_classes": stuff, "dataset_ids": dataset_ids or None}
 
 
 def filter_bad_records(

@@ -49,6 +49,11 @@ from ..evaluation.cityscapes import (
     CityscapesOfficialInstanceEvaluator,
     CityscapesOfficialSemSegEvaluator,
 )
+from ..evaluation.panoptic import (
+    COCOPanopticOfficialEvaluator,
+    PanopticQualityEvaluator,
+    official_panoptic_available,
+)
 from ..evaluation.visualizer import SemSegVisualizer
 from ..structures import sem_seg_classes, sem_seg_probabilities
 from .inference import SemSegInference
@@ -108,7 +113,8 @@ class Task:
             raise ValueError(
                 f"no evaluator for dataset '{dataset_name}' (evaluator_type={types}) and model "
                 f"{cfg.MODEL.META_ARCHITECTURE} (predicts {sorted(self.outputs)}); set the "
-                "dataset's metadata evaluator_type to 'sem_seg' and/or 'coco', or evaluate "
+                "dataset's metadata evaluator_type to 'sem_seg', 'coco' and/or "
+                "'coco_panoptic_seg', or evaluate "
                 "another dataset"
             )
         return evaluators
@@ -228,7 +234,23 @@ class PanopticTask(InstanceTask):
     fed by detectron2's ``DatasetMapper`` and evaluated by both kinds of evaluators."""
 
     name = "panoptic"
-    outputs = frozenset({"sem_seg", "instances"})
+    outputs = frozenset({"sem_seg", "instances", "panoptic_seg"})
+
+    def check_config(self, cfg) -> None:
+        """The instance checks, and MODEL.SEM_SEG_HEAD.NUM_CLASSES equal to every training
+        dataset's ``stuff_classes`` (detectron2's panoptic convention: 0 = all things, then
+        the stuff classes): a semantic branch with more outputs trains on labels that never
+        reach them, silently."""
+        super().check_config(cfg)
+        k = int(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
+        for name in cfg.DATASETS.TRAIN:
+            classes = _classes(name, "stuff_classes")
+            if classes and len(classes) != k:
+                raise ValueError(
+                    f"MODEL.SEM_SEG_HEAD.NUM_CLASSES={k}, but dataset '{name}' has "
+                    f"{len(classes)} stuff classes {classes[:6]}; set it to {len(classes)} "
+                    f"(the semantic branch predicts one channel per stuff class)"
+                )
 
     def check_dataset(self, dataset_name: str, records: List[dict], cfg, is_train: bool) -> None:
         super().check_dataset(dataset_name, records, cfg, is_train)
@@ -244,7 +266,12 @@ class PanopticTask(InstanceTask):
 
     def _evaluators(self, cfg, dataset_name, output_dir, types) -> List[DatasetEvaluator]:
         semantic = SEMANTIC._evaluators(cfg, dataset_name, output_dir, types)
-        return semantic + super()._evaluators(cfg, dataset_name, output_dir, types)
+        evaluators = semantic + super()._evaluators(cfg, dataset_name, output_dir, types)
+        if "coco_panoptic_seg" in types:  # PQ / SQ / RQ, no panopticapi needed
+            evaluators.append(PanopticQualityEvaluator(dataset_name, output_dir=output_dir))
+            if official_panoptic_available():  # detectron2's, beside ours
+                evaluators.append(COCOPanopticOfficialEvaluator(dataset_name, output_dir))
+        return evaluators
 
 
 class _KeepSemSegFileName:

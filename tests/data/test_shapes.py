@@ -161,6 +161,7 @@ def test_register_is_lazy_and_dicts_have_documented_keys(registered):
         *["test_shapes_reg_train", "test_shapes_reg_val"],
         *["test_shapes_reg_sem_seg_train", "test_shapes_reg_sem_seg_val"],
         *["test_shapes_reg_instance_train", "test_shapes_reg_instance_val"],
+        *["test_shapes_reg_panoptic_train", "test_shapes_reg_panoptic_val"],
     ]
     assert os.listdir(root) == []  # registration generated nothing
     dicts = DatasetCatalog.get("test_shapes_reg_val")

@@ -1,6 +1,7 @@
 """detectron2's PanopticFPN with our semantic heads as its semantic branch, through
 ``seg_plugins.engine.Trainer``: one run trains, then reports the branch's "sem_seg" metrics
-(SemSegMetricsEvaluator) beside COCO "bbox" / "segm", on a tiny generated shapes set.
+(SemSegMetricsEvaluator) beside COCO "bbox" / "segm" and the panoptic quality
+("panoptic_seg", PanopticQualityEvaluator), on a tiny generated shapes set's panoptic view.
 
 Applicable heads are those whose features can be named in the config: FCNHead, ASPPHead and
 ASPPPlusHead read FPN levels by name, UNetHead decodes every level (p6 .. p2). FCNSkipHead is
@@ -23,11 +24,12 @@ from torch.nn import functional as F
 from seg_plugins import add_seg_plugins_config
 from seg_plugins.data import register_shapes
 from seg_plugins.engine import Trainer
+from seg_plugins.evaluation.panoptic import official_panoptic_available
 from seg_plugins.modeling.task import task_of
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PANOPTIC_CFG = os.path.join(REPO, "configs", "shapes", "panoptic_fpn_R18_FPN_GN_shapes.yaml")
-TINY = "shapes_panoptic"
+TINY = "pfpn_shapes"  # not "shapes_panoptic": its views would collide with shapes_panoptic_*
 SIZE = 64
 
 # Every head reads the FPN (p2 .. p6, 32 channels here); GN with 32 groups throughout.
@@ -49,8 +51,8 @@ SMALL = {
     "INPUT.MIN_SIZE_TEST": SIZE,
     "INPUT.MAX_SIZE_TEST": SIZE,
     "MODEL.DEVICE": "cpu",
-    "DATASETS.TRAIN": (f"{TINY}_train",),
-    "DATASETS.TEST": (f"{TINY}_val",),
+    "DATASETS.TRAIN": (f"{TINY}_panoptic_train",),
+    "DATASETS.TEST": (f"{TINY}_panoptic_val",),
     "DATALOADER.NUM_WORKERS": 0,
 }
 
@@ -77,10 +79,22 @@ def test_config_is_panoptic_fpn_with_our_head():
     cfg.merge_from_file(PANOPTIC_CFG)
     assert cfg.MODEL.META_ARCHITECTURE == "PanopticFPN"
     assert task_of(cfg).name == "panoptic"
-    assert task_of(cfg).outputs == {"sem_seg", "instances"}
-    assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 4 and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 3
-    # no stuff segment from the combine step: shapes' only stuff is class 0 (see the config)
-    assert cfg.MODEL.PANOPTIC_FPN.COMBINE.STUFF_AREA_LIMIT > 128 * 128
+    assert task_of(cfg).outputs == {"sem_seg", "instances", "panoptic_seg"}
+    # detectron2's panoptic convention: 0 = things, 1 = background (shapes' only stuff)
+    assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 2 and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 3
+    assert cfg.DATASETS.TRAIN == ("shapes_panoptic_train",)
+    assert cfg.DATASETS.TEST == ("shapes_panoptic_val",)
+    assert cfg.MODEL.PANOPTIC_FPN.COMBINE.STUFF_AREA_LIMIT < 128 * 128 // 4  # stuff is kept
+
+
+def test_semantic_branch_must_predict_the_stuff_classes(tiny_shapes, tmp_path):
+    """detectron2's panoptic labels: 0 = every thing, then the stuff classes. A branch with
+    another class count would train on labels that never reach its extra channels."""
+    wrong = _cfg("ASPPPlusHead", tmp_path, **{"MODEL.SEM_SEG_HEAD.NUM_CLASSES": 4})
+    with pytest.raises(ValueError, match=r"NUM_CLASSES=4, but dataset .* has 2 stuff classes"):
+        task_of(wrong).check_config(wrong)
+    right = _cfg("ASPPPlusHead", tmp_path)
+    task_of(right).check_config(right)
 
 
 def test_padded_targets_are_ignored(tmp_path):
@@ -93,7 +107,7 @@ def test_padded_targets_are_ignored(tmp_path):
     head = model.sem_seg_head
     assert head.ignore_value == cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE == 255
     sizes = [(45, 50), (64, 37)]
-    targets = [torch.randint(0, 4, size) for size in sizes]
+    targets = [torch.randint(0, 2, size) for size in sizes]
     inputs = [
         {"image": torch.randint(0, 256, (3, *size)).float(), "sem_seg": t, "instances": _one(t)}
         for size, t in zip(sizes, targets)
@@ -108,7 +122,7 @@ def test_padded_targets_are_ignored(tmp_path):
         features = model.backbone(model.preprocess_image(inputs).tensor)
         _, losses = head(features, gt)
         logits = F.interpolate(head.layers(features), size=(64, 64), mode="bilinear")
-        per_pixel = F.cross_entropy(logits, gt.clamp(max=3), reduction="none")
+        per_pixel = F.cross_entropy(logits, gt.clamp(max=1), reduction="none")
     real = gt != 255
     expected = per_pixel[real].mean() * cfg.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT
     torch.testing.assert_close(losses["loss_sem_seg"], expected)
@@ -150,21 +164,33 @@ def test_trains_and_reports_semantic_and_instance_metrics(head, tiny_shapes, tmp
     trainer.resume_or_load(resume=False)
     trainer.train()
     results = trainer._last_eval_results
-    assert set(results) == {"sem_seg", "bbox", "segm"}
+    official = official_panoptic_available()
+    expected = {"sem_seg", "bbox", "segm", "panoptic_seg"} | (
+        {"coco_panoptic_seg"} if official else set()
+    )
+    assert set(results) == expected
     assert 0 <= results["sem_seg"]["mIoU"] <= 100
     for task in ("bbox", "segm"):
         assert math.isfinite(results[task]["AP"]) and 0 <= results[task]["AP"] <= 100
-    out = tmp_path / head / "inference" / f"{TINY}_val"
+    for key in ("PQ", "SQ", "RQ", "PQ_th", "PQ_st"):
+        assert 0 <= results["panoptic_seg"][key] <= 100, (key, results["panoptic_seg"])
+    if official:  # detectron2's evaluator (panopticapi's pq_compute) agrees with ours
+        for key in ("PQ", "SQ", "RQ", "PQ_th", "PQ_st"):
+            assert results["coco_panoptic_seg"][key] == pytest.approx(
+                results["panoptic_seg"][key], abs=1e-6
+            ), key
+    out = tmp_path / head / "inference" / f"{TINY}_panoptic_val"
     assert (out / "sem_seg_evaluation.json").is_file() and (out / "overlays").is_dir()
+    assert (out / "panoptic_evaluation.json").is_file()
 
-    # the panoptic output holds instances only (STUFF_AREA_LIMIT above the image's area)
+    # the combine step's output: instances and the background as a stuff segment
     trainer.model.eval()
     with torch.no_grad():
-        batch = next(iter(Trainer.build_test_loader(cfg, f"{TINY}_val")))
+        batch = next(iter(Trainer.build_test_loader(cfg, f"{TINY}_panoptic_val")))
         pred = trainer.model(batch)[0]
     panoptic, segments = pred["panoptic_seg"]
     assert panoptic.shape == pred["sem_seg"].shape[-2:] == (SIZE, SIZE)
-    assert all(s["isthing"] for s in segments)
+    assert pred["sem_seg"].shape[0] == 2
 
 
 @pytest.mark.parametrize("case", ["palette", "16-bit", "reduce_zero_label"])

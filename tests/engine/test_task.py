@@ -70,7 +70,7 @@ def test_task_is_derived_from_the_registered_class(arch, task):
 def test_outputs_of_each_task():
     assert SemanticTask.outputs == {"sem_seg"}
     assert InstanceTask.outputs == {"instances"}
-    assert PanopticTask.outputs == {"sem_seg", "instances"}
+    assert PanopticTask.outputs == {"sem_seg", "instances", "panoptic_seg"}
 
 
 def test_model_task_overrides_the_derivation_and_unknown_classes_need_it():
