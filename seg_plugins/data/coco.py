@@ -566,6 +566,13 @@ def _set_classes(dataset_name: str, categories: list, json_file: str) -> dict:
         "thing_classes": [c["name"] for c in cats],
         "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(cats)},
     }
+    set_json_metadata(dataset_name, values, json_file)
+    return values["thing_dataset_id_to_contiguous_id"]
+
+
+def set_json_metadata(dataset_name: str, values: dict, json_file: str) -> None:
+    """Set metadata that the JSON's categories give; a different value set before (at
+    registration) is an error naming both, never silently overwritten."""
     meta = MetadataCatalog.get(dataset_name)
     for key, value in values.items():
         old = meta.get(key, None)
@@ -576,7 +583,6 @@ def _set_classes(dataset_name: str, categories: list, json_file: str) -> dict:
                 f"the JSON), or correct the JSON's categories"
             )
     meta.set(**values)
-    return values["thing_dataset_id_to_contiguous_id"]
 
 
 class CocoLoad(NamedTuple):

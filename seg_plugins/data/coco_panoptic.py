@@ -68,6 +68,7 @@ from .coco import (
     _ids,
     _is_int,
     _read_json,
+    set_json_metadata,
 )
 from .io import MAX_SEGMENT_ID, id2rgb, rgb2id
 from .validation import Problem
@@ -285,19 +286,6 @@ def _check_layout(data, json_file: str) -> tuple[list[Problem], dict, list[dict]
 
 
 # --------------------------------------------------------------------------- loading
-def _set_metadata(dataset_name: str, values: dict, json_file: str) -> None:
-    meta = MetadataCatalog.get(dataset_name)
-    for key, value in values.items():
-        old = meta.get(key, None)
-        if old is not None and old != value:
-            raise ValueError(
-                f"dataset '{dataset_name}': metadata {key} is {old} but the categories of "
-                f"{json_file} give {value}; do not pass {key} at registration (it comes from "
-                f"the JSON), or correct the JSON's categories"
-            )
-    meta.set(**values)
-
-
 def _instances_by_file(loader: CheckedCocoPanopticLoader, meta: dict, skip: bool):
     """({image file: instance record}, skipped, image files of the instances JSON)."""
     load = CheckedCocoLoader(loader.instances_json, loader.image_root, loader.dataset_name).load(
@@ -351,7 +339,7 @@ class CheckedCocoPanopticLoader(CheckedCocoLoader):
         instances, skipped, listed = {}, [], None
         if self.instances_json:
             instances, skipped, listed = _instances_by_file(self, meta, skip)
-        _set_metadata(name, meta, json_file)
+        set_json_metadata(name, meta, json_file)
         records = []
         for ann in sorted(annotations, key=lambda a: a["image_id"]):
             record = self._record(images[ann["image_id"]], ann, meta)

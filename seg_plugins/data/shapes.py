@@ -278,6 +278,16 @@ def _write_json(obj: dict, path: str) -> None:
     os.replace(tmp, path)
 
 
+def _replace_folder(folder: str, new: str, unique: str) -> None:
+    """Put the complete folder ``new`` in the place of ``folder`` (an incomplete or stale
+    one is moved aside, then removed): readers see the old folder or the new, never half."""
+    if os.path.isdir(folder):
+        old = os.path.join(os.path.dirname(folder), f".{os.path.basename(folder)}.old-{unique}")
+        os.rename(folder, old)
+        shutil.rmtree(old)
+    os.rename(new, folder)
+
+
 @contextlib.contextmanager
 def _file_lock(path: str) -> Iterator[None]:
     """Exclusive inter-process lock (POSIX flock). Where fcntl is missing (Windows) this
@@ -377,11 +387,7 @@ def _generate_locked(dataset_dir: str, split: str, params: dict) -> None:
     try:
         _write_json(_write_split(tmp_dir, split, params), json_file)
         _write_json(params, os.path.join(tmp_dir, ".complete"))
-        if os.path.isdir(split_dir):
-            old_dir = os.path.join(dataset_dir, f".{split}.old-{unique}")
-            os.rename(split_dir, old_dir)
-            shutil.rmtree(old_dir)
-        os.rename(tmp_dir, split_dir)
+        _replace_folder(split_dir, tmp_dir, unique)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     logger.info(
@@ -511,11 +517,7 @@ def _derive_panoptic_locked(dataset_dir: str, split: str, marker: dict, split_di
         panoptic = _write_panoptic_split(tmp_dir, dataset_dir, split)
         _write_json(panoptic, _panoptic_files(tmp_dir, split)["panoptic_json"])
         _write_json(marker, os.path.join(tmp_dir, ".complete"))
-        if os.path.isdir(split_dir):
-            old_dir = os.path.join(os.path.dirname(split_dir), f".{split}.old-{unique}")
-            os.rename(split_dir, old_dir)
-            shutil.rmtree(old_dir)
-        os.rename(tmp_dir, split_dir)
+        _replace_folder(split_dir, tmp_dir, unique)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     logger.info(

@@ -50,6 +50,10 @@ __all__ = ["main", "setup_cfg", "ConfigError"]
 logger = logging.getLogger("seg_plugins")
 
 
+# The figures of the "Final <task>: ..." lines: semantic, COCO AP, panoptic quality.
+SUMMARY_KEYS = ("mIoU", "fwIoU", "mACC", "pACC", "mDice", "AP", "AP50", "PQ", "SQ", "RQ")
+
+
 class ConfigError(Exception):
     """A mistake in the command line or config; reported as one line, exit status 2."""
 
@@ -231,9 +235,7 @@ def _log_summary(results) -> None:
         for task, metrics in res.items():
             if not isinstance(metrics, dict):
                 continue
-            keys = [
-                k for k in ("mIoU", "fwIoU", "mACC", "pACC", "mDice", "AP", "AP50") if k in metrics
-            ]
+            keys = [k for k in SUMMARY_KEYS if k in metrics]
             figures = "  ".join(f"{k} {metrics[k]:.2f}" for k in keys)
             logger.info("Final %s%s: %s", f"{dataset} " if dataset else "", task, figures)
 

@@ -242,6 +242,7 @@ def test_final_lines_for_one_and_several_datasets():
         _log_summary({"bbox": {"AP": 10.0}, "segm": {"AP": 12.5, "AP50": 30.0}})
         _log_summary({"sem_seg": {"mIoU": 50.0, "mACC": 60.0}})
         _log_summary({"a_val": {"sem_seg": {"mIoU": 1.0}}, "b_val": {"segm": {"AP": 2.0}}})
+        _log_summary({"panoptic_seg": {"PQ": 40.0, "SQ": 80.0, "RQ": 50.0, "PQ_th": 30.0}})
     finally:
         log.removeHandler(handler)
         log.setLevel(old_level)
@@ -251,4 +252,5 @@ def test_final_lines_for_one_and_several_datasets():
         "Final sem_seg: mIoU 50.00  mACC 60.00",
         "Final a_val sem_seg: mIoU 1.00",
         "Final b_val segm: AP 2.00",
+        "Final panoptic_seg: PQ 40.00  SQ 80.00  RQ 50.00",
     ]

@@ -2,9 +2,10 @@
 from scratch on `shapes` with their CPU configs, end to end through tools/train_net.py.
 
 Reports the wall time against the 30-minute budget, shapes_val mask AP against the 50 target
-(box AP beside it) and, for PanopticFPN, the mIoU of its semantic branch from the same run,
-with the machine it ran on. Each run gets a fresh OUTPUT_DIR; the figures are read from the
-run's metrics.json (detectron2's EvalHook writes the final evaluation there).
+(box AP beside it) and, for PanopticFPN, the mIoU of its semantic branch and the panoptic
+quality (PQ, SQ, RQ; PQ of things and stuff) from the same run, with the machine it ran on.
+Each run gets a fresh OUTPUT_DIR; the figures are read from the run's metrics.json
+(detectron2's EvalHook writes the final evaluation there).
 
     python tools/benchmark_instance.py [--cases mask_rcnn panoptic_fpn] [--markdown FILE]
 
@@ -26,8 +27,9 @@ BUDGET_S = 30 * 60
 TARGET_MASK_AP = 50.0
 COLUMNS = (
     "case", "config", "iterations", "train+eval min (of 30)", "shapes_val mask AP (of 50)",
-    "box AP", "mIoU (semantic branch)", "within targets",
+    "box AP", "mIoU (semantic branch)", "PQ / SQ / RQ", "PQ things / stuff", "within targets",
 )  # fmt: skip
+PANOPTIC = ("PQ", "SQ", "RQ", "PQ_th", "PQ_st")
 
 
 def train(name: str, config: str, opts: list) -> dict:
@@ -41,6 +43,7 @@ def train(name: str, config: str, opts: list) -> dict:
         "mask_ap": metrics.get("segm/AP", float("nan")),
         "box_ap": metrics.get("bbox/AP", float("nan")),
         "miou": metrics.get("sem_seg/mIoU", float("nan")),
+        **{key: metrics.get(f"panoptic_seg/{key}", float("nan")) for key in PANOPTIC},
         "iters": common.load_config(config, opts).SOLVER.MAX_ITER,
     }
 
@@ -57,13 +60,15 @@ def main(argv=None) -> int:
         res = train(name, CASES[name], args.opts)
         if "error" in res:
             ok = False
-            cells = (name, f"`{CASES[name]}`", f"failed: {res['error']}", "", "", "", "", "")
+            cells = (name, f"`{CASES[name]}`", f"failed: {res['error']}", *[""] * 7)
             rows.append(common.markdown_row(cells))
             print(rows[-1], flush=True)
             continue
         passed = res["wall_s"] <= BUDGET_S and res["mask_ap"] >= TARGET_MASK_AP
         ok &= passed
         miou = "" if res["miou"] != res["miou"] else f"{res['miou']:.2f}"
+        pq = "" if res["PQ"] != res["PQ"] else " / ".join(f"{res[k]:.2f}" for k in PANOPTIC[:3])
+        pq_split = "" if res["PQ"] != res["PQ"] else f"{res['PQ_th']:.2f} / {res['PQ_st']:.2f}"
         cells = (
             name,
             f"`{CASES[name]}`",
@@ -72,6 +77,8 @@ def main(argv=None) -> int:
             f"{res['mask_ap']:.2f} ({res['mask_ap'] / TARGET_MASK_AP:.2f})",
             f"{res['box_ap']:.2f}",
             miou,
+            pq,
+            pq_split,
             "yes" if passed else "NO",
         )
         rows.append(common.markdown_row(cells))
