@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""``seg-plugins-plot-metrics`` from a checkout: see ``--help`` (seg_plugins_cli/plot_metrics.py)."""
+"""``seg-plugins-plot-metrics`` from a checkout: see ``--help``
+(seg_plugins_cli/plot_metrics.py)."""
 
 import sys
 

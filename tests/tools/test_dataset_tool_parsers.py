@@ -68,7 +68,8 @@ def test_stats_one_dataset_then_overrides(capsys):
     assert args.dataset == "a" and args.max_images == 3
     assert args.opts == ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "5"]
     assert stats.parse_args(["a", "--method", "inverse_log"]).method == "inverse_log"
-    assert "unexpected b: the KEY VALUE overrides start" in _error(capsys, stats.parse_args, ["a", "b"])
+    err = _error(capsys, stats.parse_args, ["a", "b"])
+    assert "unexpected b: the KEY VALUE overrides start" in err
     err = _error(capsys, stats.parse_args, ["a", "model.weights", "w.pth"])  # not a key
     assert "unexpected model.weights w.pth: the KEY VALUE overrides start" in err
     err = _error(capsys, stats.parse_args, ["a", "--max-images", "0"])
