@@ -36,6 +36,11 @@ writes, into --output:
   <stem>_prob.npy     with --probabilities: float16 (K, H, W) softmax probabilities; binary
                       models (NUM_CLASSES 1): (1, H, W), the foreground probability
 
+Panoptic FPN writes, instead, the COCO panoptic format: <stem>_panoptic.png (segment ids,
+id = R + 256 G + 256^2 B, 0 VOID), <stem>_overlay.png (detectron2's draw_panoptic_seg), and
+panoptic.json with every image's segments_info in the dataset's category ids (the metadata of
+DATASETS.TEST[0]) and the categories.
+
 A checkpoint written by seg_plugins' Trainer carries its config, so --weights alone is
 enough; with --config-file too, the file wins (the keys that differ are logged). Binary
 models are thresholded at MODEL.SEM_SEG_HEAD.BINARY_THRESHOLD, as in evaluation.

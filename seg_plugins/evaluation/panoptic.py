@@ -52,6 +52,7 @@ __all__ = [
     "CategoryStats",
     "PQStats",
     "PanopticQualityEvaluator",
+    "coco_panoptic_prediction",
     "image_stats",
     "pq_tables",
 ]
@@ -359,6 +360,44 @@ def _metadata_categories(meta, things: dict[int, int], stuff: dict[int, int]) ->
         if d != VOID and d not in thing_ids
     ]
     return out
+
+
+def coco_panoptic_prediction(
+    panoptic_seg, segments_info, dataset_name: str | None
+) -> tuple[np.ndarray, list[dict], list[dict]]:
+    """A Panoptic FPN prediction (``ids`` (H, W), ``segments_info`` with contiguous
+    ``category_id`` and ``isthing``) in the COCO panoptic format: ``(rgb, segments,
+    categories)``, the PNG's pixels (H, W, 3) uint8 (id = R + 256 G + 256^2 B, 0 VOID), each
+    segment's ``{"id", "category_id", "isthing", "area"}`` with the dataset's category id
+    (the inverse of its metadata's ``thing_dataset_id_to_contiguous_id`` /
+    ``stuff_dataset_id_to_contiguous_id``), and the categories. A segment of the merged
+    "things" stuff class (dataset id 0) becomes VOID. Without those metadata (no dataset,
+    or one without panoptic metadata) the contiguous ids are kept, things first."""
+    from ..data.io import id2rgb
+
+    ids = panoptic_seg.detach().cpu().numpy() if hasattr(panoptic_seg, "detach") else panoptic_seg
+    ids = np.asarray(ids, dtype=np.int64).copy()
+    meta = MetadataCatalog.get(dataset_name) if dataset_name else None
+    things = _inverse(meta, "thing_dataset_id_to_contiguous_id", dataset_name) if meta else {}
+    stuff = _inverse(meta, "stuff_dataset_id_to_contiguous_id", dataset_name) if meta else {}
+    if not things and not stuff:  # no panoptic metadata: contiguous ids, stuff after things
+        n_things = len(getattr(meta, "thing_classes", None) or []) if meta else 0
+        things = {c: c for c in range(n_things)}
+        n_stuff = len(getattr(meta, "stuff_classes", None) or []) if meta else 0
+        stuff = {c: n_things + c for c in range(n_stuff)}
+    segments = []
+    for s in segments_info or []:
+        sid, contiguous, isthing = int(s["id"]), int(s["category_id"]), bool(s["isthing"])
+        table = things if isthing else stuff
+        category = table.get(contiguous, contiguous)
+        if not isthing and category == VOID:
+            ids[ids == sid] = VOID
+            continue
+        area = int((ids == sid).sum())
+        segments.append({"id": sid, "category_id": category, "isthing": isthing, "area": area})
+    ids[~np.isin(ids, [s["id"] for s in segments])] = VOID
+    categories = _metadata_categories(meta, things, stuff)
+    return id2rgb(ids), segments, categories
 
 
 class PanopticQualityEvaluator(DatasetEvaluator):

@@ -45,6 +45,7 @@ __all__ = [
     "image_for_display",
     "overlay_figure",
     "read_display_image",
+    "render_panoptic",
     "render_sem_seg",
     "save_overlay",
 ]
@@ -131,6 +132,33 @@ def render_sem_seg(
     meta = Metadata(stuff_classes=names, stuff_colors=np.asarray(colors).tolist())
     visualizer = Visualizer(image_rgb, metadata=meta, scale=scale)
     return visualizer.draw_sem_seg(np.asarray(label), alpha=alpha).get_image()
+
+
+def render_panoptic(
+    image_rgb: np.ndarray,
+    panoptic_seg,
+    segments_info: Sequence[dict],
+    metadata,
+    *,
+    alpha: float = 0.6,
+    scale: float = 1.0,
+) -> np.ndarray:
+    """detectron2's ``Visualizer.draw_panoptic_seg`` of a Panoptic FPN prediction (``ids``
+    (H, W), ``segments_info`` with contiguous ``category_id`` and ``isthing``) on
+    ``image_rgb`` (H, W, 3) uint8: every thing in its own colour with its name (and score),
+    every stuff region in its class colour. ``metadata``: thing / stuff classes and colours.
+
+    Returns:
+        (round(H * scale), round(W * scale), 3) uint8 RGB.
+    """
+    ids = torch.as_tensor(np.asarray(panoptic_seg))
+    if tuple(ids.shape) != tuple(image_rgb.shape[:2]):
+        raise ValueError(
+            f"panoptic map of shape {tuple(ids.shape)} does not match the image "
+            f"{tuple(image_rgb.shape[:2])}"
+        )
+    visualizer = Visualizer(image_rgb, metadata=metadata, scale=scale)
+    return visualizer.draw_panoptic_seg(ids, list(segments_info), alpha=alpha).get_image()
 
 
 def display_scale(height: int, width: int, target: int = 384) -> float:

@@ -3,6 +3,7 @@ trained semantic model (the command line is parsed by :mod:`seg_plugins_cli.pred
 ``--help`` documents the outputs).
 """
 
+import json
 import logging
 import os
 import time
@@ -10,6 +11,8 @@ from glob import glob
 
 import numpy as np
 import torch
+from detectron2.data import MetadataCatalog
+from detectron2.data.catalog import Metadata
 from detectron2.utils.logger import setup_logger
 from PIL import Image
 
@@ -17,22 +20,24 @@ from seg_plugins_cli.common import fail
 
 from ..engine.cli import ConfigError, setup_cfg
 from ..engine.predictor import InputReader, Predictor
+from ..evaluation.panoptic import coco_panoptic_prediction
 from ..evaluation.plots import save_label_png
 from ..evaluation.visualizer import (
     dataset_classes,
     display_scale,
     read_display_image,
+    render_panoptic,
     render_sem_seg,
 )
 from ..export import load_exported
-from ..modeling.task import SemanticTask, task_of
-from ..utils.file_io import atomic_open
+from ..modeling.task import PanopticTask, SemanticTask, task_of
+from ..utils.file_io import atomic_open, atomic_write_text
 from ..utils.progress import progress_bar
 
 logger = logging.getLogger("seg_plugins.predict")
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-OUTPUT_SUFFIXES = (".png", "_overlay.png", "_prob.npy")
+OUTPUT_SUFFIXES = (".png", "_overlay.png", "_prob.npy", "_panoptic.png")
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -100,11 +105,11 @@ def build_predictor(cfg) -> Predictor:
         task = task_of(cfg)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if not isinstance(task, SemanticTask):
+    if not isinstance(task, (SemanticTask, PanopticTask)):
         raise ConfigError(
-            f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE} is not a semantic model; "
-            "seg-plugins-predict needs one (UNet, FCN, DeepLabV3, ...); for Mask R-CNN use "
-            "seg_plugins.Predictor from Python"
+            f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE} predicts instances only; "
+            "seg-plugins-predict takes semantic models (UNet, FCN, DeepLabV3, ...) and "
+            "Panoptic FPN; for Mask R-CNN use seg_plugins.Predictor from Python"
         )
     weights = cfg.MODEL.WEIGHTS
     if not weights:
@@ -160,7 +165,8 @@ class OutputWriter:
         dataset = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None
         self.names, self.colors = dataset_classes(dataset, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
 
-    def __call__(self, path: str, logits: torch.Tensor, prefix: str) -> None:
+    def __call__(self, path: str, prediction: dict, prefix: str) -> None:
+        logits = prediction["sem_seg"]
         label = self.task.classes(logits, self.threshold).cpu().numpy()
         save_label_png(label, prefix + ".png", self.colors)
         # Small images are enlarged (longer side ~384 px) so that the class names stay legible.
@@ -171,6 +177,40 @@ class OutputWriter:
         _save_rgb(overlay, prefix + "_overlay.png")
         if self.probabilities:
             _save_probabilities(self.task, logits, prefix + "_prob.npy")
+
+    def finish(self, output_dir: str) -> None:
+        pass
+
+
+class PanopticWriter:
+    """Writes a Panoptic FPN prediction in the COCO panoptic format: ``<stem>_panoptic.png``
+    (id = R + 256 G + 256^2 B, 0 VOID), an overlay (detectron2's ``draw_panoptic_seg``), and
+    at the end ``panoptic.json`` with every image's ``segments_info`` (the dataset's
+    category ids, DATASETS.TEST[0]'s metadata) and the categories."""
+
+    def __init__(self, cfg):
+        self.dataset = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None
+        self.metadata = MetadataCatalog.get(self.dataset) if self.dataset else Metadata()
+        self.annotations: list = []
+        self.categories: list = []
+
+    def __call__(self, path: str, prediction: dict, prefix: str) -> None:
+        ids, info = prediction["panoptic_seg"]
+        rgb, segments, self.categories = coco_panoptic_prediction(ids, info, self.dataset)
+        _save_rgb(rgb, prefix + "_panoptic.png")
+        scale = max(1.0, display_scale(*rgb.shape[:2]))
+        image = read_display_image(path)
+        _save_rgb(
+            render_panoptic(image, ids, info, self.metadata, scale=scale), prefix + "_overlay.png"
+        )
+        stem = os.path.basename(prefix)
+        self.annotations.append(
+            {"image_id": stem, "file_name": stem + "_panoptic.png", "segments_info": segments}
+        )
+
+    def finish(self, output_dir: str) -> None:
+        data = {"annotations": self.annotations, "categories": self.categories}
+        atomic_write_text(os.path.join(output_dir, "panoptic.json"), json.dumps(data, indent=1))
 
 
 def run(args) -> int:
@@ -188,27 +228,24 @@ def run(args) -> int:
             "CUDA is not available: running on the CPU (%d threads)", torch.get_num_threads()
         )
     os.makedirs(args.output, exist_ok=True)
-    write = OutputWriter(cfg, args.probabilities)
+    if isinstance(task_of(cfg), PanopticTask):
+        write = PanopticWriter(cfg)
+    else:
+        write = OutputWriter(cfg, args.probabilities)
     start = time.perf_counter()
     # Log lines go through tqdm while the bar runs, so the two never interleave.
     with progress_bar(total=len(files), unit="image") as progress:
         for path, prefix in zip(files, prefixes):
             tic = time.perf_counter()
             try:
-                logits = predictor(path)["sem_seg"]
+                prediction = predictor(path)
             except (OSError, ValueError) as e:  # both name the file
                 progress.close()
                 return fail(str(e), status=1)
-            write(path, logits, prefix)
+            write(path, prediction, prefix)
             progress.update()
-            logger.debug(
-                "%s (%dx%d) -> %s.png in %.2f s",
-                path,
-                logits.shape[-1],
-                logits.shape[-2],
-                prefix,
-                time.perf_counter() - tic,
-            )
+            logger.debug("%s -> %s* in %.2f s", path, prefix, time.perf_counter() - tic)
+    write.finish(args.output)
     logger.info(
         "Predicted %d image(s) in %.1f s into %s",
         len(files),

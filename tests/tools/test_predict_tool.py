@@ -238,3 +238,60 @@ def _logging_writer(base):
             return super().__call__(path, logits, prefix)
 
     return Writer
+
+
+def test_panoptic_fpn_writes_coco_panoptic_pngs_json_and_overlays(tmp_path):
+    """Panoptic FPN through the tool: <stem>_panoptic.png holds the Predictor's segment ids
+    (R + 256 G + 256^2 B; the segments it lists, VOID elsewhere), panoptic.json the dataset's
+    category ids, and an overlay per image."""
+    import json
+
+    from detectron2.data import DatasetCatalog
+
+    from seg_plugins import Predictor
+    from seg_plugins.data import register_shapes
+    from seg_plugins.data.io import read_panoptic_ids
+    from seg_plugins.engine.checkpoint import AtomicCheckpointer
+
+    register_shapes("predict_pan", root=str(tmp_path / "data"), num_train=2, num_val=2,
+                    image_size=64, seed=4)  # fmt: skip
+    records = DatasetCatalog.get("predict_pan_panoptic_val")
+    cfg = get_cfg()
+    add_seg_plugins_config(cfg)
+    cfg.merge_from_file(
+        os.path.join(REPO, "configs", "shapes", "panoptic_fpn_R18_FPN_GN_shapes.yaml")
+    )
+    cfg.merge_from_list([
+        "MODEL.FPN.OUT_CHANNELS", 32, "MODEL.ASPP.CHANNELS", 32,
+        "MODEL.DEEPLABV3PLUS.DECODER_CHANNELS", 32, "MODEL.ROI_BOX_HEAD.FC_DIM", 64,
+        "MODEL.ROI_MASK_HEAD.CONV_DIM", 32, "INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 64,
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,
+        "MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH", 0.0,
+        "MODEL.DEVICE", "cpu", "DATASETS.TEST", ("predict_pan_panoptic_val",),
+    ])  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    AtomicCheckpointer.from_config(cfg, model, str(tmp_path / "run")).save("model_final")
+    weights = str(tmp_path / "run" / "model_final.pth")
+    images = [r["file_name"] for r in records]
+    out = tmp_path / "out"
+    assert predict.main(["--weights", weights, "--input", *images, "-o", str(out)]) == 0
+    data = json.loads((out / "panoptic.json").read_text())
+    categories = {c["id"] for c in data["categories"]}
+    assert categories == {1, 2, 3, 4}  # circle, square, triangle; background (stuff)
+    assert len(data["annotations"]) == len(images)
+    predictor = Predictor.from_checkpoint(weights)
+    segments_seen = 0
+    for path, ann in zip(images, data["annotations"]):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        assert ann["file_name"] == f"{stem}_panoptic.png"
+        ids = read_panoptic_ids(str(out / ann["file_name"]))
+        kept = [s["id"] for s in ann["segments_info"]]
+        expected, _ = predictor(path)["panoptic_seg"]
+        np.testing.assert_array_equal(ids, np.where(np.isin(expected, kept), expected, 0))
+        for s in ann["segments_info"]:
+            assert s["category_id"] in categories and s["area"] == int((ids == s["id"]).sum())
+            assert s["isthing"] == (s["category_id"] != 4)
+        segments_seen += len(kept)
+        assert (out / f"{stem}_overlay.png").is_file()
+    assert segments_seen > 0  # a prediction to check, not only VOID
