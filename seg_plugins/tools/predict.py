@@ -179,7 +179,7 @@ class OutputWriter:
             _save_probabilities(self.task, logits, prefix + "_prob.npy")
 
     def finish(self, output_dir: str) -> None:
-        pass
+        """Nothing is left to write: each image's files are complete when it is done."""
 
 
 class PanopticWriter:

@@ -292,14 +292,15 @@ class _SerialPool:
     torch is forked and no pool is left open."""
 
     def __init__(self, processes=None):
-        pass
+        """No worker: ``apply_async`` runs the call at once."""
 
     def apply_async(self, fn, args):
         result = fn(*args)
         return types.SimpleNamespace(get=lambda: result)
 
-    def close(self):  # upstream panopticapi closes its pool; panopticapi-lite 0.2.0 does not
-        pass
+    def close(self):
+        """Nothing to close (upstream panopticapi closes its pool; panopticapi-lite 0.2.0
+        does not)."""
 
 
 @pytest.fixture
